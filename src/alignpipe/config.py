@@ -1,0 +1,385 @@
+"""Typed, strict configuration: one pydantic model per stage, the ONE schema used everywhere.
+
+The CLI reads YAML into these models (`alignpipe stage sft --config x.yaml key=value ...`), the
+Kubeflow components validate their `config` dict with them, and the pipelines pass parameters
+through to them. Unknown keys are errors (`extra="forbid"`), and cross-field rules fail early with a
+message that says how to fix the setting.
+
+Model and data locations are URIs: a local path, `s3://bucket/key`, a Hugging Face model id (GPU runs),
+or the word `tiny` for the embedded tiny model that alignpipe builds itself (no download).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A user error in a config: the message is one line per problem, naming the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared building blocks
+# --------------------------------------------------------------------------------------------------
+
+
+class TrainingSettings(_Strict):
+    """Optimisation settings shared by every training stage (mapped onto TRL/transformers arguments)."""
+
+    max_steps: int = Field(100, ge=1, description="Optimizer steps to run.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "constant_with_warmup", description="Learning-rate schedule.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    batch_size: int = Field(8, ge=1, description="Per-device batch size (sequences, or prompts x generations for RL).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(0, description="Seed for data order, initialisation and sampling.")
+    logging_steps: int = Field(10, ge=1, description="Log metrics every N steps.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="`auto`: bf16 on a GPU that supports it, fp32 on the CPU.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory on large models.")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (a retried step resumes from the last one).")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainingSettings":
+        if self.warmup_steps >= self.max_steps and self.max_steps > 1:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be smaller than max_steps ({self.max_steps}) "
+                "(lower warmup_steps or raise max_steps)")
+        return self
+
+
+class LoraSettings(_Strict):
+    """Low-rank adapters (peft). The adapter is merged into the saved model so later stages load a plain model."""
+
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or `all-linear`.")
+
+
+class DistributedSettings(_Strict):
+    """How a step uses more than one device. Multi-node runs are handed to Kubeflow Trainer by the pipeline."""
+
+    gpus: int = Field(1, ge=1, description="Processes (GPUs) on this node; > 1 launches torchrun inside the pod.")
+    deepspeed: Literal["none", "zero2", "zero2_offload", "zero3", "zero3_offload"] = Field(
+        "none", description="DeepSpeed ZeRO preset for multi-GPU runs.")
+
+
+class RewardSpec(_Strict):
+    """One reward term: a registered name (see `alignpipe.rewards`) or a dotted path `pkg.mod:func`, with a weight."""
+
+    name: str = Field(description="Reward name, e.g. exact_match, math_verify, label, format, reward_model.")
+    weight: float = Field(1.0, description="Weight in the summed reward.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra arguments of the reward function.")
+
+
+class GenerationSettings(_Strict):
+    max_new_tokens: int = Field(64, ge=1, description="Tokens generated per completion.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+
+
+class _Stage(_Strict):
+    model: str = Field("tiny", description="Input model: local dir, s3:// URI, hub id (GPU runs) or `tiny`.")
+    output_dir: str = Field(description="Where the trained model is written (local dir or s3:// URI, published atomically).")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model repo (off by default).")
+    tracking: bool = Field(True, description="Log to MLflow (MLFLOW_TRACKING_URI, else sqlite under the work dir).")
+    run_name: str | None = Field(None, description="MLflow run name; default: the stage name.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------------
+
+
+class SFTConfig(_Stage):
+    """Supervised fine-tuning (TRL SFTTrainer)."""
+
+    stage: Literal["sft"] = "sft"
+    train_data: str = Field(description="SFT data: `messages` or `prompt`/`completion` rows (jsonl, parquet, save_to_disk dir).")
+    eval_data: str | None = Field(None, description="Optional held-out SFT data; eval loss is reported.")
+    loss: Literal["nll", "dft", "asft"] = Field(
+        "nll", description="`nll`: cross-entropy; `dft`: dynamic fine-tuning (token loss weighted by its detached "
+        "probability); `asft`: DFT plus a KL anchor to the initial model (Anchored SFT).")
+    asft_kl_coef: float = Field(0.05, ge=0, description="KL-anchor weight for `loss: asft`.")
+    assistant_only_loss: bool = Field(True, description="Train only on assistant/completion tokens.")
+    packing: bool = Field(False, description="Pack several short examples into one sequence.")
+    max_length: int = Field(512, ge=8, description="Truncate sequences to this many tokens.")
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=2e-5))
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+    stop_at_accuracy: float | None = Field(
+        None, gt=0, le=1, description="Stop early once greedy exact-match accuracy on `accuracy_probe_size` training "
+        "prompts reaches this value (prompt/completion data only). Null: run max_steps.")
+    accuracy_probe_size: int = Field(256, ge=1, description="Training prompts used by stop_at_accuracy.")
+    accuracy_probe_every: int = Field(10, ge=1, description="Check stop_at_accuracy every N steps.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SFTConfig":
+        if self.loss == "asft" and self.lora is not None:
+            raise ValueError("loss=asft keeps a frozen copy of the initial model and is not combined with LoRA "
+                             "(set lora: null, or use loss: dft)")
+        if self.packing and self.assistant_only_loss and self.loss != "nll":
+            raise ValueError("packing with loss=dft/asft is not supported (set packing: false)")
+        return self
+
+
+class RewardModelConfig(_Stage):
+    """Reward model training (TRL RewardTrainer, Bradley-Terry)."""
+
+    stage: Literal["reward_model"] = "reward_model"
+    train_data: str = Field(description="Preference data: `prompt`/`chosen`/`rejected` (or implicit-prompt `chosen`/`rejected`).")
+    eval_data: str | None = Field(None, description="Held-out preference pairs; pairwise accuracy is reported.")
+    max_length: int = Field(512, ge=8, description="Truncate sequences to this many tokens.")
+    center_rewards_coefficient: float | None = Field(0.01, ge=0, description="Pushes rewards towards zero mean (null: off).")
+    lora: LoraSettings | None = None
+    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=1e-4))
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+
+
+class GRPOSettings(_Strict):
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="GRPO loss normalisation variant.")
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group).")
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model, a frozen copy of the input "
+                        "model (0: no reference model is loaded).")
+    epsilon: float = Field(0.2, gt=0, description="Clipping range of the policy ratio.")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="How advantages are scaled.")
+    num_iterations: int = Field(1, ge=1, description="Policy updates per generation batch (mu).")
+
+
+class ExpertIterationSettings(_Strict):
+    rounds: int = Field(2, ge=1, description="Sample -> filter -> SFT rounds.")
+    samples_per_prompt: int = Field(4, ge=1, description="Completions sampled per prompt each round (k).")
+    prompts_per_round: int = Field(256, ge=1, description="Prompts sampled from train_data each round.")
+    min_reward: float = Field(1.0, description="Keep completions whose summed reward is >= this.")
+    sft_steps_per_round: int = Field(50, ge=1, description="SFT optimizer steps on the kept completions per round.")
+
+
+class RLConfig(_Stage):
+    """RL fine-tuning with rewards: GRPO, RLOO (TRL) or expert iteration."""
+
+    stage: Literal["rl"] = "rl"
+    algorithm: Literal["grpo", "rloo", "expert_iteration", "ppo"] = Field("grpo", description="RL algorithm.")
+    train_data: str = Field(description="RL prompts: `prompt` + reference `answer` (optional `domain`, `difficulty`).")
+    reward_model: str | None = Field(None, description="Trained reward model dir/URI, used by the `reward_model` reward.")
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="exact_match")],
+                                      description="Reward terms, summed with their weights.")
+    generation: GenerationSettings = Field(default_factory=lambda: GenerationSettings(max_new_tokens=64))
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO/RLOO group settings.")
+    expert_iteration: ExpertIterationSettings = Field(default_factory=ExpertIterationSettings)
+    lora: LoraSettings | None = None
+    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=1e-6))
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RLConfig":
+        if self.algorithm == "ppo":
+            raise ValueError(
+                "algorithm=ppo is not yet supported: TRL 1.x removed PPOTrainer and alignpipe has no PPO "
+                "(critic + GAE) yet (use algorithm: grpo or rloo)")
+        if not self.rewards:
+            raise ValueError("rewards is empty (add at least one, e.g. rewards: [{name: exact_match}])")
+        names = [r.name for r in self.rewards]
+        if "reward_model" in names and not self.reward_model:
+            raise ValueError("rewards uses reward_model but reward_model is not set "
+                             "(set reward_model: <dir or s3:// URI of a trained reward model>)")
+        if self.algorithm in ("grpo", "rloo"):
+            gen_batch = self.training.batch_size * self.training.gradient_accumulation_steps
+            if gen_batch % self.grpo.num_generations:
+                raise ValueError(
+                    f"training.batch_size x gradient_accumulation_steps ({gen_batch}) must be divisible by "
+                    f"grpo.num_generations ({self.grpo.num_generations}) (e.g. batch_size: "
+                    f"{self.grpo.num_generations * max(1, gen_batch // self.grpo.num_generations)})")
+        return self
+
+
+class PreferenceConfig(_Stage):
+    """Offline preference optimisation (TRL DPOTrainer and its loss variants)."""
+
+    stage: Literal["preference"] = "preference"
+    algorithm: Literal["dpo"] = "dpo"
+    train_data: str = Field(description="Preference data: `prompt`/`chosen`/`rejected`.")
+    eval_data: str | None = None
+    ref_model: str | None = Field(None, description="Reference model (default: a frozen copy of the input model).")
+    beta: float = Field(0.1, gt=0, description="DPO temperature.")
+    loss_type: list[Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
+                            "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft"]] = Field(
+        default_factory=lambda: ["sigmoid"], description="DPO loss variant(s); several are summed.")
+    max_length: int = Field(512, ge=8)
+    lora: LoraSettings | None = None
+    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=5e-6))
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+
+
+class EvaluateConfig(_Strict):
+    """Generate on an eval set and score: accuracy, pass@k, maj@k, reward-model score, length, diversity."""
+
+    stage: Literal["evaluate"] = "evaluate"
+    models: dict[str, str] = Field(description="Models to compare, name -> dir/URI (e.g. {base: ..., sft: ..., rl: ...}).")
+    data: str = Field(description="Eval prompts with reference `answer` (the held-out split).")
+    output: str = Field(description="Where the metrics JSON is written.")
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="exact_match")],
+                                      description="Verifiable rewards; accuracy = share of greedy answers whose summed reward >= 1.")
+    reward_model: str | None = Field(None, description="Reward model for the mean RM score (optional).")
+    k: int = Field(1, ge=1, description="Samples per prompt for pass@k / maj@k (1: greedy only).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for the k samples.")
+    max_new_tokens: int = Field(64, ge=1)
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N prompts.")
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    backend: Literal["auto", "hf", "vllm"] = Field("auto", description="`auto`: vLLM when installed and a GPU is present, else HF generate.")
+    trust_remote_code: bool = False
+    tracking: bool = True
+    run_name: str | None = None
+
+
+class RegisterConfig(_Strict):
+    """Register a model in the MLflow Model Registry and gate its promotion to `champion`."""
+
+    stage: Literal["register"] = "register"
+    model: str = Field(description="Model dir/URI to register (must be complete: config, weights, tokenizer).")
+    model_name: str = Field("alignpipe-policy", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Registered model name.")
+    metrics: str | None = Field(None, description="Metrics JSON written by `evaluate` (the gate reads it).")
+    metrics_key: str | None = Field(None, description="Which model's metrics in that file (default: the last one).")
+    gate_metric: str = Field("accuracy", description="Metric that decides promotion.")
+    gate_threshold: float = Field(0.0, description="Promote only if gate_metric >= this ...")
+    higher_is_better: bool = Field(True, description="... and better than the current champion.")
+    lineage: dict[str, str] = Field(default_factory=dict, description="Extra lineage tags (data digests, parent model, ...).")
+    tracking: bool = True
+    run_name: str | None = None
+
+
+STAGE_CONFIGS: dict[str, type[_Strict]] = {
+    "sft": SFTConfig,
+    "reward_model": RewardModelConfig,
+    "rl": RLConfig,
+    "preference": PreferenceConfig,
+    "evaluate": EvaluateConfig,
+    "register": RegisterConfig,
+}
+
+AnyStageConfig = Annotated[
+    SFTConfig | RewardModelConfig | RLConfig | PreferenceConfig | EvaluateConfig | RegisterConfig,
+    Field(discriminator="stage"),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `SOURCE: field.path: message (fix)`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (remove it, or check the spelling against `alignpipe config schema`)"
+        elif e["type"] == "missing":
+            msg = "required field is missing (add it)"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        elif "(" not in msg:
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_value(text: str) -> Any:
+    """A `key=value` override's value, parsed as YAML (so 3 -> int, true -> bool, [a, b] -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str] | None, source: str = "<overrides>") -> dict:
+    """Apply dotted `a.b.c=value` overrides to a nested dict (a copy)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"{source}: {item!r}: override must look like key=value (e.g. training.max_steps=50)")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {key}: {p} is not a mapping (override a leaf key)")
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def validate(stage: str, data: dict, source: str = "<config>") -> _Strict:
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"{source}: unknown stage {stage!r} (choose one of: {', '.join(STAGE_CONFIGS)})")
+    data = dict(data)
+    declared = data.pop("stage", stage)
+    if declared != stage:
+        raise ConfigError(f"{source}: stage: file is for stage {declared!r}, not {stage!r} (use `alignpipe stage {declared}`)")
+    try:
+        return STAGE_CONFIGS[stage].model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load(stage: str, path: str | Path | None = None, overrides: list[str] | None = None) -> _Strict:
+    """Read a YAML config for `stage`, apply `key=value` overrides, validate."""
+    data: dict = {}
+    source = str(path) if path else "<overrides>"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file (check the path)")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)} (fix the syntax)") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text (save the file as UTF-8)") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of keys to values")
+    data = apply_overrides(data, overrides, source)
+    return validate(stage, data, source)
+
+
+def json_schema(stage: str) -> dict:
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"unknown stage {stage!r} (choose one of: {', '.join(STAGE_CONFIGS)})")
+    return STAGE_CONFIGS[stage].model_json_schema()
+
+
+def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, str]:
+    """Flat `a.b.c -> str(value)` view (MLflow params must be flat key-value pairs)."""
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, str] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return out
+
+
+def config_hash(cfg: BaseModel) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]

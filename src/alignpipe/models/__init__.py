@@ -1,0 +1,140 @@
+"""Load and save policy, reference and reward models; LoRA; the embedded tiny model.
+
+A model location is a local directory, an `s3://` URI (fetched and verified through
+`alignpipe.storage`), a Hugging Face hub id (real runs on GPU machines), or `tiny` / `tiny:SEED`
+for the embedded tiny model, which is built locally and cached.
+Weights are read and written as safetensors only; remote code is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .tiny import build_tiny_model, build_tokenizer, save_tiny_model  # noqa: F401
+
+REQUIRED_FILES = ("config.json",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class ModelError(ValueError):
+    """A model location that cannot be used; the message names it and the fix."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ALIGNPIPE_CACHE_DIR", Path.home() / ".cache" / "alignpipe"))
+
+
+def is_tiny(uri: str) -> bool:
+    return uri == "tiny" or uri.startswith("tiny:")
+
+
+def missing_files(model_dir: str | Path) -> list[str]:
+    """What a complete model folder lacks: config, safetensors weights, tokenizer."""
+    d = Path(model_dir)
+    missing = [f for f in REQUIRED_FILES if not (d / f).is_file()]
+    if not any(d.glob("*.safetensors")):
+        missing.append("*.safetensors")
+    if not all((d / f).is_file() for f in TOKENIZER_FILES):
+        missing.append("tokenizer.json + tokenizer_config.json")
+    return missing
+
+
+def resolve(uri: str) -> str:
+    """A location `from_pretrained` can read: a local dir (built, fetched or as given) or a hub id."""
+    if is_tiny(uri):
+        seed = int(uri.split(":", 1)[1]) if ":" in uri else 0
+        target = cache_dir() / "models" / f"tiny-seed{seed}"
+        if missing_files(target):
+            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+            save_tiny_model(tmp, seed=seed)
+            try:
+                tmp.rename(target)
+            except OSError:  # another process won the race; use its copy
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        return str(target)
+    if uri.startswith("s3://"):
+        from alignpipe import storage
+
+        return str(storage.fetch(uri))
+    p = Path(uri)
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{uri}: a model must be a directory (config.json, *.safetensors, tokenizer files)")
+        missing = missing_files(p)
+        if missing:
+            raise ModelError(f"{uri}: incomplete model folder, missing {', '.join(missing)} "
+                             "(point at a folder written by save_pretrained with safetensors)")
+        return str(p)
+    if uri.startswith((".", "/", "~")) or uri.count("/") != 1:
+        raise ModelError(f"{uri}: no such model directory (check the path, or use `tiny` for the embedded model)")
+    return uri  # a hub id such as Qwen/Qwen2.5-0.5B-Instruct (downloaded by transformers on real runs)
+
+
+def load_tokenizer(uri: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve(uri), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def torch_dtype(precision: str = "auto"):
+    import torch
+
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_policy(uri: str, trust_remote_code: bool = False, precision: str = "auto"):
+    """(causal LM, tokenizer) from any model location."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve(uri)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision), use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code)
+    return model, load_tokenizer(path, trust_remote_code)
+
+
+def load_reward_model(uri: str, trust_remote_code: bool = False, precision: str = "auto"):
+    """(sequence-classification model with one output, tokenizer)."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve(uri)
+    tok = load_tokenizer(path, trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, dtype=torch_dtype(precision), use_safetensors=True, trust_remote_code=trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def lora_config(settings, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=settings.target_modules, task_type=task_type)
+
+
+def save(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save a model (LoRA adapters merged) and its tokenizer as safetensors."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    missing = missing_files(out)
+    if missing:
+        raise ModelError(f"{out}: save produced an incomplete folder, missing {', '.join(missing)}")
+    return out

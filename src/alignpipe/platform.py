@@ -1,0 +1,25 @@
+"""Names shared by the pipelines, the CLI and the Helm chart — one source for each.
+
+The Helm chart's values.yaml defaults repeat these strings (Helm cannot import Python);
+tests/helm checks that they agree, so change them here and there together.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Container image that runs every component. Overridden at compile time (`alignpipe compile --image`)
+#: or with ALIGNPIPE_IMAGE. Pinned tag, never `latest`.
+DEFAULT_IMAGE = "ghcr.io/alignpipe/alignpipe:0.1.0"
+DEFAULT_GPU_IMAGE = "ghcr.io/alignpipe/alignpipe-gpu:0.1.0"
+
+#: Kubernetes Secret holding S3/MinIO credentials (keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+S3_SECRET_NAME = "alignpipe-s3"
+#: Kubernetes Secret / ConfigMap-free env for MLflow (keys: MLFLOW_TRACKING_URI, optional MLFLOW_TRACKING_TOKEN).
+MLFLOW_SECRET_NAME = "alignpipe-mlflow"
+#: ServiceAccount the pipeline pods run as.
+PIPELINE_SERVICE_ACCOUNT = "alignpipe-pipeline-runner"
+
+
+def image() -> str:
+    return os.environ.get("ALIGNPIPE_IMAGE", DEFAULT_IMAGE)

@@ -1,0 +1,141 @@
+"""What every stage shares: the result type, TRL argument mapping, data loading, atomic output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from alignpipe.config import TrainingSettings
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: its numbers, where its output is, and where everything came from."""
+
+    stage: str
+    output: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    lineage: dict[str, str] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_name: str) -> dict[str, Any]:
+    """TrainingArguments fields shared by every TRL config, from our TrainingSettings."""
+    cuda = has_cuda()
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    return dict(
+        output_dir=output_dir,
+        use_cpu=not cuda,
+        bf16=bf16,
+        fp16=t.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to=["mlflow"] if tracking else "none",
+        run_name=run_name,
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,
+        save_total_limit=2,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        disable_tqdm=os.environ.get("ALIGNPIPE_PROGRESS", "1") == "0",
+        dataloader_num_workers=0,
+    )
+
+
+def checkpoint_dir(stage: str, output_uri: str) -> Path:
+    """Where a stage keeps its checkpoints: stable for the same output, so a retried step resumes."""
+    import hashlib
+
+    root = Path(os.environ.get("ALIGNPIPE_CHECKPOINT_DIR", Path(tempfile.gettempdir()) / "alignpipe-checkpoints"))
+    d = root / f"{stage}-{hashlib.sha256(output_uri.encode()).hexdigest()[:12]}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def last_checkpoint(d: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(d)) if d.is_dir() else None
+
+
+@contextlib.contextmanager
+def published_output(uri: str) -> Iterator[Path]:
+    """A local staging folder; on success it is published atomically to `uri` (manifest last).
+
+    If the body raises, nothing is published and the staging folder is removed.
+    """
+    from alignpipe import storage
+
+    staging = Path(tempfile.mkdtemp(prefix="alignpipe-out-"))
+    try:
+        yield staging
+        storage.publish_dir(staging, uri)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def log_history_summary(history: list[dict], key: str = "loss") -> dict[str, float]:
+    """First and last logged value of `key` (mean over the first/last 10% of logs, at least one)."""
+    vals = [h[key] for h in history if key in h]
+    if not vals:
+        return {}
+    n = max(1, len(vals) // 10)
+    return {"first": sum(vals[:n]) / n, "last": sum(vals[-n:]) / n}
+
+
+def base_lineage(stage: str, cfg, **extra: str | None) -> dict[str, str]:
+    from alignpipe.config import config_hash
+    from alignpipe.tracking import git_sha
+
+    lineage = {"stage": stage, "config_hash": config_hash(cfg), "git_sha": git_sha(),
+               "parent_model": getattr(cfg, "model", None)}
+    lineage.update(extra)
+    return {k: str(v) for k, v in lineage.items() if v is not None}
+
+
+def load_data(uri: str, kind: str):
+    """Validated dataset + its report (format, digest)."""
+    from alignpipe import data
+
+    report = data.validate(uri, kind)
+    if not report.ok:
+        raise data.DataError(report.problems)
+    return data.load(uri, kind), report
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,118 @@
+"""Registration in the MLflow Model Registry with a promotion gate.
+
+1. The model folder must be complete: a published folder's MANIFEST.json is verified (sizes and
+   checksums) and config, safetensors weights and tokenizer must be present. Otherwise nothing is
+   registered.
+2. A new version is created. Its source is the published S3 location for `s3://` models (the
+   registry points at the bucket; nothing is copied), or the files logged to this run's artifacts
+   for local folders. Lineage tags: data digests, parent model, config hash, git sha, eval metrics.
+3. Gate: alias `champion` only if `gate_metric` passes `gate_threshold` and beats the current
+   champion (ties keep the champion); otherwise alias `challenger`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from alignpipe import models, storage, tracking
+from alignpipe.config import RegisterConfig
+from alignpipe.stages.common import StageResult, Timer, base_lineage
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class RegistrationError(ValueError):
+    """The model cannot be registered; nothing was registered."""
+
+
+def _gate_value(cfg: RegisterConfig) -> tuple[float | None, dict]:
+    if not cfg.metrics:
+        return None, {}
+    path = Path(cfg.metrics)
+    if not path.is_file():
+        raise RegistrationError(f"{cfg.metrics}: metrics file not found (run evaluate first, or unset metrics)")
+    data = json.loads(path.read_text())
+    per_model = data.get("models", data)
+    key = cfg.metrics_key or (list(per_model)[-1] if per_model else None)
+    if key not in per_model:
+        raise RegistrationError(f"{cfg.metrics}: no metrics for model {key!r} (metrics_key: one of {', '.join(per_model)})")
+    metrics = per_model[key]
+    if cfg.gate_metric not in metrics:
+        raise RegistrationError(f"{cfg.metrics}: gate_metric {cfg.gate_metric!r} not found "
+                                f"(choose one of: {', '.join(sorted(metrics))})")
+    return float(metrics[cfg.gate_metric]), metrics
+
+
+def verified_model_dir(uri: str) -> Path:
+    """Local folder of a complete, verified model; raises RegistrationError otherwise."""
+    try:
+        local = storage.fetch(uri, require_manifest=True)
+    except storage.StorageError as e:
+        raise RegistrationError(f"refusing to register {uri}: {e}") from None
+    missing = models.missing_files(local)
+    if missing:
+        raise RegistrationError(f"refusing to register {uri}: incomplete model folder, missing {', '.join(missing)}")
+    return Path(local)
+
+
+def _better(new: float, old: float, higher: bool) -> bool:
+    return new > old if higher else new < old
+
+
+def run(cfg: RegisterConfig) -> StageResult:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    local = verified_model_dir(cfg.model)
+    value, eval_metrics = _gate_value(cfg)
+    with Timer() as timer, tracking.stage_run("register", cfg, True, cfg.run_name or "register") as tr:
+        import mlflow
+
+        client = MlflowClient()
+        try:
+            client.get_registered_model(cfg.model_name)
+        except MlflowException:
+            client.create_registered_model(cfg.model_name, description="Policies trained by alignpipe")
+        if storage.is_remote(cfg.model):
+            source = cfg.model
+        else:
+            mlflow.log_artifacts(str(local), artifact_path="model")
+            source = mlflow.get_artifact_uri("model")
+        lineage = base_lineage("register", cfg, model_uri=cfg.model, **cfg.lineage)
+        tags = {f"alignpipe.{k}": v for k, v in lineage.items()}
+        tags.update({f"eval.{k}": str(v) for k, v in eval_metrics.items()})
+        if value is not None:
+            tags.update({"alignpipe.gate_metric": cfg.gate_metric, "alignpipe.gate_value": str(value)})
+        mv = client.create_model_version(cfg.model_name, source=source, run_id=tr.run_id, tags=tags)
+
+        champion_value, reason = None, ""
+        try:
+            champ = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
+            if champ.tags.get("alignpipe.gate_metric") == cfg.gate_metric:
+                champion_value = float(champ.tags.get("alignpipe.gate_value", "nan"))
+        except MlflowException:
+            champ = None
+        if value is None or math.isnan(value):
+            promoted, reason = False, "no gate metric"
+        elif not (value >= cfg.gate_threshold if cfg.higher_is_better else value <= cfg.gate_threshold):
+            promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not pass threshold {cfg.gate_threshold}"
+        elif champion_value is not None and not math.isnan(champion_value) and not _better(
+                value, champion_value, cfg.higher_is_better):
+            promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not beat champion v{champ.version} ({champion_value:.4g})"
+        else:
+            promoted, reason = True, f"{cfg.gate_metric}={value:.4g} passes {cfg.gate_threshold}" + (
+                f" and beats champion v{champ.version} ({champion_value:.4g})" if champion_value is not None else "")
+        alias = CHAMPION if promoted else CHALLENGER
+        client.set_registered_model_alias(cfg.model_name, alias, mv.version)
+        client.set_model_version_tag(cfg.model_name, mv.version, "alignpipe.gate_decision", reason)
+        metrics = {"registry/version": float(mv.version), "registry/promoted": float(promoted)}
+        if value is not None:
+            metrics[f"registry/{cfg.gate_metric}"] = value
+        tr.log_metrics(metrics)
+        tr.set_tags({"alignpipe.registered_model": f"{cfg.model_name}/{mv.version}", "alignpipe.alias": alias})
+    lineage.update({"model_name": cfg.model_name, "version": str(mv.version), "alias": alias,
+                    "promoted": str(promoted).lower(), "reason": reason, "source": source,
+                    "mlflow_run_id": tr.run_id})
+    return StageResult("register", f"models:/{cfg.model_name}/{mv.version}", metrics, lineage, [], timer.seconds)

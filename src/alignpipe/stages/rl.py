@@ -1,0 +1,155 @@
+"""RL fine-tuning with rewards: GRPO and RLOO (TRL trainers) and expert iteration.
+
+- `grpo`: TRL GRPOTrainer; loss variants grpo / dr_grpo / dapo / bnpo; KL `beta` to a frozen copy
+  of the input model.
+- `rloo`: TRL RLOOTrainer (leave-one-out baseline), same reward functions.
+- `expert_iteration`: for `rounds` rounds, sample k completions per prompt, keep those whose summed
+  reward reaches `min_reward`, and fine-tune on them (rejection-sampling fine-tuning).
+- `ppo`: refused by the config (TRL 1.x removed PPOTrainer).
+
+Rewards come from `alignpipe.rewards` by name, with weights; TRL logs each as
+`rewards/<name>/mean` and the weighted sum as `reward`.
+
+Adding an algorithm: write `_run_<name>(cfg, model, tokenizer, train, reward_funcs, weights, tracker,
+out_dir) -> (metrics, history)` below, add the name to `RLConfig.algorithm`, and register it in `ALGORITHMS`.
+"""
+
+from __future__ import annotations
+
+import random
+
+from alignpipe import models, rewards, tracking
+from alignpipe.config import RLConfig
+from alignpipe.models.generate import vllm_usable
+from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
+                                     log_history_summary, published_output, trainer_kwargs)
+
+
+def _group_args(cfg: RLConfig, tr, run_name: str) -> dict:
+    args = trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-{cfg.algorithm}", cfg.output_dir)), tr.enabled,
+                          run_name)
+    args.update(
+        num_generations=cfg.grpo.num_generations,
+        max_completion_length=cfg.generation.max_new_tokens,
+        temperature=cfg.generation.temperature,
+        top_p=cfg.generation.top_p,
+        beta=cfg.grpo.beta,
+        num_iterations=cfg.grpo.num_iterations,
+        use_vllm=vllm_usable(),
+    )
+    if vllm_usable():
+        args["vllm_mode"] = "colocate"
+    return args
+
+
+def _summary(history: list[dict]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for key in ["reward"] + sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}):
+        s = log_history_summary(history, key)
+        if s:
+            name = "train/reward" if key == "reward" else "train/" + key.removesuffix("/mean")
+            metrics[f"{name}_first"], metrics[f"{name}_last"] = s["first"], s["last"]
+    return metrics
+
+
+def _run_trl(trainer_cls, config_cls, extra: dict, cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+    args = config_cls(**_group_args(cfg, tr, run_name), reward_weights=weights, **extra)
+    trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
+                          processing_class=tokenizer,
+                          peft_config=models.lora_config(cfg.lora) if cfg.lora else None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoint_dir(f"rl-{cfg.algorithm}", cfg.output_dir)))
+    history = trainer.state.log_history
+    metrics = {"train/steps": float(trainer.state.global_step), **_summary(history)}
+    return trainer.model, metrics, history
+
+
+def _run_grpo(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+    from trl import GRPOConfig, GRPOTrainer
+
+    extra = dict(loss_type=cfg.grpo.loss_type, epsilon=cfg.grpo.epsilon, scale_rewards=cfg.grpo.scale_rewards)
+    return _run_trl(GRPOTrainer, GRPOConfig, extra, cfg, model, tokenizer, train, funcs, weights, tr, run_name)
+
+
+def _run_rloo(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+    from trl import RLOOConfig, RLOOTrainer
+
+    return _run_trl(RLOOTrainer, RLOOConfig, dict(epsilon=cfg.grpo.epsilon), cfg, model, tokenizer, train, funcs,
+                    weights, tr, run_name)
+
+
+def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from alignpipe.models.generate import HFGenerator
+
+    ei = cfg.expert_iteration
+    rng = random.Random(cfg.training.seed)
+    columns = [c for c in train.column_names if c != "prompt"]
+    history: list[dict] = []
+    metrics: dict[str, float] = {}
+    steps = 0
+    for rnd in range(ei.rounds):
+        idx = rng.sample(range(len(train)), min(ei.prompts_per_round, len(train)))
+        batch = train.select(idx)
+        prompts = list(batch["prompt"])
+        samples = HFGenerator(model, tokenizer, batch_size=64).generate(
+            prompts, n=ei.samples_per_prompt, temperature=cfg.generation.temperature,
+            max_new_tokens=cfg.generation.max_new_tokens, top_p=cfg.generation.top_p, seed=cfg.training.seed + rnd)
+        flat_prompts = [p for p, outs in zip(prompts, samples) for _ in outs]
+        flat_completions = [c for outs in samples for c in outs]
+        flat_cols = {c: [v for v, outs in zip(batch[c], samples) for _ in outs] for c in columns}
+        scores = rewards.score(funcs, weights, flat_prompts, flat_completions, **flat_cols)["total"]
+        kept, seen = [], set()
+        for p, c, s in zip(flat_prompts, flat_completions, scores):
+            key = (str(p), c)
+            if s is not None and s >= ei.min_reward and key not in seen:
+                seen.add(key)
+                conv = isinstance(p, list)
+                kept.append({"prompt": p, "completion": [{"role": "assistant", "content": c}] if conv else c})
+        success = sum(1 for s in scores if s is not None and s >= ei.min_reward) / max(1, len(scores))
+        entry = {"round": rnd, "success_rate": success, "kept": len(kept), "mean_reward":
+                 sum(s or 0.0 for s in scores) / max(1, len(scores))}
+        if kept:
+            args = TRLSFTConfig(**{**trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-ei-{rnd}", cfg.output_dir)),
+                                                   tr.enabled, f"{run_name}-round{rnd}"),
+                                   "max_steps": ei.sft_steps_per_round, "save_strategy": "no"},
+                                completion_only_loss=True, max_length=1024)
+            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept),
+                                 processing_class=tokenizer,
+                                 peft_config=models.lora_config(cfg.lora) if cfg.lora and rnd == 0 else None)
+            trainer.train()
+            model = trainer.model
+            steps += trainer.state.global_step
+            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            if losses:
+                entry["sft_loss_last"] = losses[-1]
+        history.append(entry)
+        tr.log_metrics({f"ei/{k}": v for k, v in entry.items() if k != "round"}, step=rnd)
+    metrics["train/steps"] = float(steps)
+    metrics["train/success_rate_first"] = history[0]["success_rate"]
+    metrics["train/success_rate_last"] = history[-1]["success_rate"]
+    return model, metrics, history
+
+
+ALGORITHMS = {"grpo": _run_grpo, "rloo": _run_rloo, "expert_iteration": _run_expert_iteration}
+
+
+def run(cfg: RLConfig) -> StageResult:
+    train, report = load_data(cfg.train_data, "prompts")
+    reward_model_path = models.resolve(cfg.reward_model) if cfg.reward_model else None
+    funcs, weights = rewards.build(cfg.rewards, reward_model_path=reward_model_path)
+    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision)
+    run_name = cfg.run_name or f"rl-{cfg.algorithm}"
+    with Timer() as timer, tracking.stage_run("rl", cfg, cfg.tracking, run_name) as tr, \
+            published_output(cfg.output_dir) as out_dir:
+        tr.log_input(cfg.train_data, report.digest, "train")
+        model, metrics, history = ALGORITHMS[cfg.algorithm](cfg, model, tokenizer, train, funcs, weights, tr,
+                                                            run_name)
+        tr.log_metrics(metrics)
+        models.save(model, tokenizer, out_dir)
+    lineage = base_lineage("rl", cfg, algorithm=cfg.algorithm, train_data=cfg.train_data, train_digest=report.digest,
+                           reward_model=cfg.reward_model, rewards=",".join(f"{r.name}:{r.weight}" for r in cfg.rewards),
+                           mlflow_run_id=tr.run_id)
+    return StageResult("rl", cfg.output_dir, metrics, lineage, history, timer.seconds)

@@ -1,0 +1,140 @@
+"""Supervised fine-tuning with TRL's SFTTrainer: full or LoRA, assistant-only loss, packing,
+and three losses — `nll` (cross-entropy), `dft` (Dynamic Fine-Tuning: each token's loss weighted by
+its detached probability) and `asft` (Anchored SFT: DFT plus a KL anchor to the initial model)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import TrainerCallback
+
+from alignpipe import models, tracking
+from alignpipe.config import SFTConfig
+from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
+                                     log_history_summary, published_output, trainer_kwargs)
+
+
+def _trl():
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    return TRLSFTConfig, SFTTrainer
+
+
+class AnchoredSFTTrainerMixin:
+    """Anchored SFT: L = DFT(θ) + λ · KL(π_θ || π_0) over the trained tokens, π_0 the frozen initial model."""
+
+    ref_model: torch.nn.Module
+    kl_coef: float
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        fwd = {k: v for k, v in inputs.items() if k != "labels"}
+        fwd["use_cache"] = False
+        logits = model(**fwd).logits[:, :-1].float()
+        target = labels[:, 1:]
+        mask = (target != -100).float()
+        logp = logits.log_softmax(-1)
+        tok_logp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        dft = -tok_logp * tok_logp.detach().exp()
+        with torch.no_grad():
+            ref_logp = self.ref_model(**fwd).logits[:, :-1].float().log_softmax(-1)
+        kl = (logp.exp() * (logp - ref_logp)).sum(-1)
+        denom = mask.sum().clamp(min=1)
+        loss = ((dft + self.kl_coef * kl) * mask).sum() / denom
+        mode = "train" if model.training else "eval"
+        self._metrics[mode]["kl_to_initial"].append(((kl * mask).sum() / denom).item())
+        self._metrics[mode]["mean_token_accuracy"].append(
+            (((logits.argmax(-1) == target).float() * mask).sum() / denom).item())
+        return loss
+
+
+class AccuracyProbe(TrainerCallback):
+    """Every `every` steps, greedy-decode `prompts` and stop training once exact-match accuracy >= target."""
+
+    def __init__(self, prompts, answers, tokenizer, target: float, every: int, max_new_tokens: int):
+        self.prompts, self.answers, self.tokenizer = prompts, answers, tokenizer
+        self.target, self.every, self.max_new_tokens = target, every, max_new_tokens
+        self.history: list[tuple[int, float]] = []
+
+    def accuracy(self, model) -> float:
+        from alignpipe.models.generate import HFGenerator
+        from alignpipe.rewards import get
+
+        outs = HFGenerator(model, self.tokenizer, batch_size=256).generate(
+            self.prompts, n=1, temperature=0.0, max_new_tokens=self.max_new_tokens)
+        scores = get("exact_match")(prompts=self.prompts, completions=[o[0] for o in outs], answer=self.answers)
+        return sum(s or 0.0 for s in scores) / len(scores)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 and model is not None:
+            acc = self.accuracy(model)
+            self.history.append((state.global_step, acc))
+            if acc >= self.target:
+                control.should_training_stop = True
+        return control
+
+
+def _probe(cfg: SFTConfig, dataset, tokenizer) -> AccuracyProbe:
+    if "completion" not in dataset.column_names:
+        raise ValueError(f"{cfg.train_data}: stop_at_accuracy needs prompt/completion rows "
+                         "(set stop_at_accuracy: null for messages data)")
+    rows = dataset.select(range(min(cfg.accuracy_probe_size, len(dataset))))
+    answers = [c[-1]["content"] if isinstance(c, list) else c for c in rows["completion"]]
+    max_new = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers) + 2
+    return AccuracyProbe(list(rows["prompt"]), answers, tokenizer, cfg.stop_at_accuracy,
+                         cfg.accuracy_probe_every, max_new)
+
+
+def run(cfg: SFTConfig) -> StageResult:
+    TRLSFTConfig, SFTTrainer = _trl()
+    train, report = load_data(cfg.train_data, "sft")
+    evald, eval_report = load_data(cfg.eval_data, "sft") if cfg.eval_data else (None, None)
+    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision)
+    is_messages = "messages" in train.column_names
+    run_name = cfg.run_name or "sft"
+    ckpt = checkpoint_dir("sft", cfg.output_dir)
+
+    with Timer() as timer, tracking.stage_run("sft", cfg, cfg.tracking, run_name) as tr, \
+            published_output(cfg.output_dir) as out_dir:
+        tr.log_input(cfg.train_data, report.digest, "train")
+        args = TRLSFTConfig(
+            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name),
+            max_length=cfg.max_length,
+            packing=cfg.packing,
+            assistant_only_loss=cfg.assistant_only_loss and is_messages,
+            completion_only_loss=cfg.assistant_only_loss if not is_messages else None,
+            loss_type="dft" if cfg.loss == "dft" else "nll",
+            eval_strategy="steps" if evald is not None else "no",
+            eval_steps=max(1, cfg.training.max_steps // 5),
+        )
+        trainer_cls = SFTTrainer
+        if cfg.loss == "asft":
+            trainer_cls = type("AnchoredSFTTrainer", (AnchoredSFTTrainerMixin, SFTTrainer), {})
+        callbacks = []
+        probe = None
+        if cfg.stop_at_accuracy:
+            probe = _probe(cfg, train, tokenizer)
+            callbacks.append(probe)
+        trainer = trainer_cls(
+            model=model, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer,
+            peft_config=models.lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
+        if cfg.loss == "asft":
+            trainer.ref_model = copy.deepcopy(trainer.model).eval().requires_grad_(False)
+            trainer.kl_coef = cfg.asft_kl_coef
+        trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
+        history = trainer.state.log_history
+        metrics: dict[str, float] = {"train/steps": float(trainer.state.global_step)}
+        loss = log_history_summary(history, "loss")
+        if loss:
+            metrics["train/loss_first"], metrics["train/loss_last"] = loss["first"], loss["last"]
+        if evald is not None:
+            metrics["eval/loss"] = float(trainer.evaluate()["eval_loss"])
+        if probe is not None and probe.history:
+            metrics["train/probe_accuracy"] = probe.history[-1][1]
+        tr.log_metrics(metrics)
+        models.save(trainer.model, tokenizer, out_dir)
+    lineage = base_lineage("sft", cfg, train_data=cfg.train_data, train_digest=report.digest,
+                           eval_digest=eval_report.digest if eval_report else None, mlflow_run_id=tr.run_id)
+    return StageResult("sft", cfg.output_dir, metrics, lineage, history, timer.seconds)

@@ -1,0 +1,187 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per stage, lineage tags.
+
+- Tracking URI: `MLFLOW_TRACKING_URI`, else `sqlite:///<ALIGNPIPE_WORKDIR or cwd>/mlflow.db`
+  (MLflow 3's file store is in maintenance mode, so the local default is sqlite).
+- Experiment: `MLFLOW_EXPERIMENT_NAME`, default `alignpipe`.
+- Parent run: `pipeline_run()` creates it and exports `ALIGNPIPE_PARENT_RUN_ID`, which every stage
+  (same process, subprocess, or a KFP pod given the variable) uses to nest its child run.
+- Retries: a stage's child run is keyed by (parent run, stage key); a retried stage re-attaches to
+  its unfinished child run instead of creating a duplicate.
+- TRL/transformers metrics stream into the active child run (`report_to=["mlflow"]`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+PARENT_ENV = "ALIGNPIPE_PARENT_RUN_ID"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_STAGE = "alignpipe.stage"
+TAG_STAGE_KEY = "alignpipe.stage_key"
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    workdir = Path(os.environ.get("ALIGNPIPE_WORKDIR", os.getcwd())).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", "alignpipe")
+
+
+def git_sha() -> str | None:
+    if os.environ.get("ALIGNPIPE_GIT_SHA"):
+        return os.environ["ALIGNPIPE_GIT_SHA"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _setup():
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+    exp = mlflow.set_experiment(experiment_name())
+    return mlflow, exp
+
+
+def metric_key(name: str) -> str:
+    """MLflow accepts alphanumerics, `_-. :/` in metric names: `pass@4` becomes `pass_at_4`."""
+    return name.replace("@", "_at_")
+
+
+class Tracker:
+    """The active stage run; a disabled tracker accepts the same calls and does nothing."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+
+    @property
+    def enabled(self) -> bool:
+        return self.run_id is not None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.enabled and metrics:
+            import mlflow
+
+            mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.enabled and params:
+            import mlflow
+
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.enabled and tags:
+            import mlflow
+
+            mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
+
+    def log_dict(self, data: dict, name: str) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_dict(data, name)
+
+    def log_input(self, uri: str, digest: str, context: str) -> None:
+        """Dataset lineage: an MLflow dataset input with its source URI and content digest."""
+        if not self.enabled:
+            return
+        import mlflow
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+        try:
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+            source = resolve_dataset_source(uri)
+        except Exception:  # noqa: BLE001 - any source we cannot resolve is recorded as a plain URI
+            source = HTTPDatasetSource(url=uri)
+        mlflow.log_input(MetaDataset(source=source, name=Path(uri).name, digest=digest[:36]), context=context)
+        mlflow.set_tag(f"alignpipe.data.{context}", f"{uri}@{digest[:16]}")
+
+
+@contextlib.contextmanager
+def pipeline_run(pipeline: str, tags: dict[str, str] | None = None, enabled: bool = True) -> Iterator[Tracker]:
+    """The parent run of a pipeline run; children nest under it through ALIGNPIPE_PARENT_RUN_ID."""
+    if not enabled:
+        yield Tracker(None)
+        return
+    mlflow, _ = _setup()
+    run = mlflow.start_run(run_name=pipeline, tags={"alignpipe.pipeline": pipeline, **(tags or {})})
+    previous = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = run.info.run_id
+    status = "FAILED"
+    try:
+        yield Tracker(run.info.run_id)
+        status = "FINISHED"
+    finally:
+        mlflow.end_run(status=status)
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous
+
+
+def _find_unfinished_child(client, experiment_id: str, parent: str, key: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_PARENT}` = '{parent}' and tags.`{TAG_STAGE_KEY}` = '{key}'",
+        max_results=10,
+    )
+    for r in runs:
+        if r.info.status in ("RUNNING", "FAILED", "KILLED", "SCHEDULED"):
+            return r.info.run_id
+    return None
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, cfg=None, enabled: bool = True, run_name: str | None = None,
+              key: str | None = None) -> Iterator[Tracker]:
+    """A child run for one stage (a top-level run when there is no parent)."""
+    if not enabled:
+        yield Tracker(None)
+        return
+    from mlflow.tracking import MlflowClient
+
+    from alignpipe.config import config_hash, flatten
+
+    mlflow, exp = _setup()
+    parent = os.environ.get(PARENT_ENV)
+    key = key or stage
+    tags = {TAG_STAGE: stage, TAG_STAGE_KEY: key}
+    if parent:
+        tags[TAG_PARENT] = parent
+    resume_id = _find_unfinished_child(MlflowClient(), exp.experiment_id, parent, key) if parent else None
+    nested = mlflow.active_run() is not None  # in-process chain: the parent run is the active run
+    if resume_id:
+        run = mlflow.start_run(run_id=resume_id, nested=nested)
+        mlflow.set_tag("alignpipe.resumed", "true")
+    else:
+        run = mlflow.start_run(run_name=run_name or stage, tags=tags, nested=nested)
+    tracker = Tracker(run.info.run_id)
+    if cfg is not None and not resume_id:
+        tracker.log_params({f"cfg.{k}": v for k, v in flatten(cfg).items()})
+        tracker.set_tags({"alignpipe.config_hash": config_hash(cfg), "alignpipe.git_sha": git_sha()})
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    finally:
+        mlflow.end_run(status=status)
