@@ -132,8 +132,6 @@ class SFTConfig(_Stage):
         if self.loss == "asft" and self.lora is not None:
             raise ValueError("loss=asft keeps a frozen copy of the initial model and is not combined with LoRA "
                              "(set lora: null, or use loss: dft)")
-        if self.packing and self.assistant_only_loss and self.loss != "nll":
-            raise ValueError("packing with loss=dft/asft is not supported (set packing: false)")
         return self
 
 

@@ -5,28 +5,23 @@ on a laptop (local paths) and on a cluster (MinIO/S3).
 
 Configuration (read from the environment on every call, so a pod's env or a test's monkeypatch wins):
 
-=================================  =====================================================================
-``AWS_ACCESS_KEY_ID``/``..._SECRET_ACCESS_KEY``  credentials (``AWS_SESSION_TOKEN`` honoured); unset -> boto3's chain
-``ALIGNPIPE_S3_ENDPOINT``          ``http(s)://host:port`` of MinIO/S3; falls back to ``MLFLOW_S3_ENDPOINT_URL``,
-                                   then to AWS S3 itself. ``host:port`` without a scheme means ``http://``.
-``AWS_DEFAULT_REGION``/``AWS_REGION``  region (default ``us-east-1``)
-``ALIGNPIPE_ARTIFACT_ROOT``        where runs publish by default (e.g. ``s3://alignpipe/runs``), see :func:`artifact_root`
-``ALIGNPIPE_CACHE_DIR``            local cache for fetched folders/files (default ``~/.cache/alignpipe``)
-``ALIGNPIPE_S3_MAX_ATTEMPTS``      attempts per request for transient faults (default 5)
-``ALIGNPIPE_S3_BACKOFF``           first back-off in seconds, doubled per retry, jittered (default 0.2)
-``ALIGNPIPE_S3_BACKOFF_MAX``       cap of one back-off (default 2 s)
-``ALIGNPIPE_S3_RETRY_DEADLINE``    no new attempt of one request starts after this many seconds (default 30)
-``ALIGNPIPE_S3_CONNECT_TIMEOUT``   TCP connect timeout (default 5 s); ``ALIGNPIPE_S3_READ_TIMEOUT`` socket read (60 s)
-``ALIGNPIPE_S3_CONCURRENCY``       parallel requests (default 8)
-``ALIGNPIPE_S3_PART_SIZE_MB``      multipart part size (default 64)
-``ALIGNPIPE_S3_MULTIPART_THRESHOLD_MB``  files at least this big use multipart upload / parallel ranged
-                                   download (default 512); smaller files are one PUT / one streamed GET
-                                   each, in parallel across files (a model folder has several shards).
-                                   Measured on a loopback S3 server with a 1 GiB, 4-shard folder: one PUT
-                                   per shard took 6.9-7.1 s, multipart with 8/16/32/64 MiB parts 11.7/11.9/
-                                   15.1/17.4 s (completing a multipart upload re-assembles the object
-                                   server-side); S3 allows single PUTs up to 5 GiB.
-=================================  =====================================================================
+- ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN`` honoured): credentials;
+  unset -> boto3's own chain (IRSA, ~/.aws, instance profile).
+- ``ALIGNPIPE_S3_ENDPOINT``, else ``MLFLOW_S3_ENDPOINT_URL``: ``http(s)://host:port`` of MinIO/S3
+  (``host:port`` without a scheme means ``http://``); neither set -> AWS S3 itself.
+- ``AWS_DEFAULT_REGION`` / ``AWS_REGION``: region (default ``us-east-1``).
+- ``ALIGNPIPE_ARTIFACT_ROOT``: where runs publish by default (e.g. ``s3://alignpipe/runs``), see :func:`artifact_root`.
+- ``ALIGNPIPE_CACHE_DIR``: local cache for fetched folders/files (default ``~/.cache/alignpipe``).
+- ``ALIGNPIPE_S3_MAX_ATTEMPTS`` (5), ``ALIGNPIPE_S3_BACKOFF`` (0.2 s, doubled per retry, jittered),
+  ``ALIGNPIPE_S3_BACKOFF_MAX`` (2 s), ``ALIGNPIPE_S3_RETRY_DEADLINE`` (30 s: no new attempt of one request
+  starts after this): the retry policy for transient faults.
+- ``ALIGNPIPE_S3_CONNECT_TIMEOUT`` (5 s), ``ALIGNPIPE_S3_READ_TIMEOUT`` (60 s, per socket read).
+- ``ALIGNPIPE_S3_CONCURRENCY`` (8 parallel requests), ``ALIGNPIPE_S3_PART_SIZE_MB`` (64).
+- ``ALIGNPIPE_S3_MULTIPART_THRESHOLD_MB`` (512): files at least this big use multipart upload / parallel
+  ranged GETs; smaller files are one PUT / one streamed GET each, in parallel across files (a model folder
+  has several shards). Measured on a loopback S3 server (moto) with a 1 GiB, 4-shard folder: one PUT per
+  shard took 6.9-7.1 s, multipart with 8/16/32/64 MiB parts 11.7/11.9/15.1/17.4 s (completing a multipart
+  upload re-assembles the object server-side). S3 allows single PUTs up to 5 GiB.
 
 Publishing a folder (:func:`publish_dir`) — the protocol
 ---------------------------------------------------------
@@ -43,8 +38,8 @@ the request count. Re-publishing to the same prefix first deletes the old ``MANI
 the upload the prefix reads as unpublished instead of as a mix of old and new files. A crash at any point
 before the final PUT leaves objects without a manifest, which every reader refuses with
 ``no complete MANIFEST.json``; an error we can catch also aborts open multipart uploads and removes the
-objects written so far (best effort). A reader that races a re-publish gets a sha256/size mismatch error,
-never silently mixed files.
+objects written so far (best effort). A reader that races a re-publish gets an error (sha256/size mismatch
+or a missing object), never silently mixed files.
 
 For a local destination the files are copied (and hashed) into a hidden temporary sibling, fsync'ed, the
 manifest is written, and the folder is renamed into place (atomic on one filesystem).

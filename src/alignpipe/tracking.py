@@ -154,8 +154,11 @@ def _find_unfinished_child(client, experiment_id: str, parent: str, key: str) ->
 @contextlib.contextmanager
 def stage_run(stage: str, cfg=None, enabled: bool = True, run_name: str | None = None,
               key: str | None = None) -> Iterator[Tracker]:
-    """A child run for one stage (a top-level run when there is no parent)."""
-    if not enabled:
+    """A child run for one stage (a top-level run when there is no parent). Only rank 0 of a
+    multi-process run tracks."""
+    from alignpipe.distributed import is_main_process
+
+    if not enabled or not is_main_process():
         yield Tracker(None)
         return
     from mlflow.tracking import MlflowClient

@@ -66,12 +66,18 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(c, faulty), daemon=True).start()
 
     def _reset(self, *socks: socket.socket) -> None:
+        # shutdown() first: it wakes the pump thread blocked in recv() on the same socket (a bare close()
+        # would be deferred by the kernel until that recv returns, and the peer would see nothing)
         for s in socks:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.close()
-            except OSError:
-                pass
+            for step in (
+                lambda s=s: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"),
+                lambda s=s: s.shutdown(socket.SHUT_RDWR),
+                lambda s=s: s.close(),
+            ):
+                try:
+                    step()
+                except OSError:
+                    pass
 
     def _serve(self, c: socket.socket, faulty: bool) -> None:
         if faulty and self.mode == "slowdown":
@@ -83,10 +89,10 @@ class FaultProxy:
                 buf += b
             body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
                     b"<Message>Please reduce your request rate.</Message></Error>")
+            with self.lock:  # count before answering: the client may assert as soon as it has the answer
+                self.faults += 1
             c.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: "
                       + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-            with self.lock:
-                self.faults += 1
             c.close()
             return
         try:
@@ -143,12 +149,16 @@ class FaultProxy:
                 pass
 
     def close(self) -> None:
+        """Stop listening and kill every proxied connection (a client may cache pooled connections by
+        endpoint, and a later proxy can get the same port: nothing may stay connected through this one)."""
         self._closed = True
         self._sock.close()
         with self.lock:
-            for s in self._open:
+            socks = list(self._open)
+        for s in socks:
+            for step in (lambda s=s: s.shutdown(socket.SHUT_RDWR), lambda s=s: s.close()):
                 try:
-                    s.close()
+                    step()
                 except OSError:
                     pass
 
@@ -447,7 +457,7 @@ def test_damaged_object_is_detected_on_download(s3_env: services.S3Server, tmp_p
     assert f"{uri}/model.safetensors" in msg and damage in msg and "re-run the step that publishes it" in msg
     # nothing half-fetched is left where a reader would take it
     cache = Path(os.environ["ALIGNPIPE_CACHE_DIR"]) / "dirs"
-    assert [p.name for p in cache.iterdir()] == [] if cache.exists() else True
+    assert not cache.exists() or list(cache.iterdir()) == []
     with pytest.raises(StorageError, match=damage):
         storage.download_dir(uri, tmp_path / "out")
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()

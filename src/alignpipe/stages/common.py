@@ -94,11 +94,13 @@ def published_output(uri: str) -> Iterator[Path]:
     If the body raises, nothing is published and the staging folder is removed.
     """
     from alignpipe import storage
+    from alignpipe.distributed import is_main_process
 
     staging = Path(tempfile.mkdtemp(prefix="alignpipe-out-"))
     try:
         yield staging
-        storage.publish_dir(staging, uri)
+        if is_main_process():  # under torchrun every rank trains; rank 0 publishes
+            storage.publish_dir(staging, uri)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 
 from alignpipe import models, rewards, tracking
+from alignpipe.distributed import maybe_launch
 from alignpipe.config import RLConfig
 from alignpipe.models.generate import vllm_usable
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
@@ -137,6 +138,9 @@ ALGORITHMS = {"grpo": _run_grpo, "rloo": _run_rloo, "expert_iteration": _run_exp
 
 
 def run(cfg: RLConfig) -> StageResult:
+    launched = maybe_launch("rl", cfg)
+    if launched is not None:
+        return launched
     train, report = load_data(cfg.train_data, "prompts")
     reward_model_path = models.resolve(cfg.reward_model) if cfg.reward_model else None
     funcs, weights = rewards.build(cfg.rewards, reward_model_path=reward_model_path)

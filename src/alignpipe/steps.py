@@ -1,0 +1,273 @@
+"""What the Kubeflow component bodies call: assemble a stage config, run the stage, record its outputs.
+
+A component body is ~10 lines: it hands this module the stage's `config` dict (a pipeline parameter),
+the pipeline's typed parameters for that stage (steps, learning rate, ...) and its artifact paths.
+`stage_config()` merges them — typed parameters and artifact paths win — and validates the result with
+the ONE schema (`alignpipe.config`). The same function validates a pipeline's parameters at compile and
+submit time (with placeholder paths), so a bad config dict fails before anything runs.
+
+Also here: `prepare_data()` (validate + digest every data set a pipeline needs, or write the demo data
+when no data set URI is given) and `defaults()` (the pipelines' defaults = the demo's calibrated settings
+from `alignpipe.demo`).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from alignpipe import config as _config
+from alignpipe.config import ConfigError
+
+#: Typed pipeline parameter -> the stage-config key it sets. Keys listed here are owned by the typed
+#: parameter: setting them in the stage's `config` dict is an error (set the typed parameter instead).
+TYPED_KEYS: dict[str, dict[str, str]] = {
+    "sft": {"max_steps": "training.max_steps", "learning_rate": "training.learning_rate", "seed": "training.seed",
+            "model": "model"},
+    "reward_model": {"max_steps": "training.max_steps", "learning_rate": "training.learning_rate",
+                     "seed": "training.seed"},
+    "rl": {"algorithm": "algorithm", "rewards": "rewards", "max_steps": "training.max_steps",
+           "learning_rate": "training.learning_rate", "seed": "training.seed"},
+    "preference": {"max_steps": "training.max_steps", "learning_rate": "training.learning_rate",
+                   "seed": "training.seed", "beta": "beta"},
+    "evaluate": {"k": "k", "seed": "seed"},
+    "register": {"model_name": "model_name", "gate_metric": "gate_metric", "gate_threshold": "gate_threshold"},
+}
+
+#: Keys set from artifact paths (never from the config dict).
+PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "sft": ("train_data", "eval_data", "output_dir"),
+    "reward_model": ("model", "train_data", "eval_data", "output_dir"),
+    "rl": ("model", "train_data", "reward_model", "output_dir"),
+    "preference": ("model", "train_data", "eval_data", "ref_model", "output_dir"),
+    "evaluate": ("models", "data", "reward_model", "output"),
+    "register": ("model", "metrics", "metrics_key"),
+}
+
+#: Data sets prepare_data can hand on: output name -> data kind (alignpipe.data).
+SPLITS: dict[str, str] = {
+    "sft_train": "sft",
+    "preference_train": "preference",
+    "preference_eval": "preference",
+    "rl_train": "prompts",
+    "eval_set": "prompts",
+}
+#: prepare_data output -> file written by alignpipe.data.demo.write_demo_data.
+DEMO_FILES = {"sft_train": "sft_train", "preference_train": "preference_train", "preference_eval": "preference_eval",
+              "rl_train": "rl_train", "eval_set": "eval"}
+
+#: DPO defaults on the tiny model (alignpipe.demo has no preference stage yet).
+_PREFERENCE_FALLBACK = dict(max_length=32, beta=0.1,
+                            training=dict(max_steps=100, learning_rate=5e-5, batch_size=32, warmup_steps=10,
+                                          logging_steps=10))
+
+
+# --------------------------------------------------------------------------------------------- dicts
+
+
+def _get(d: dict, dotted: str, default: Any = None) -> Any:
+    node: Any = d
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _set(d: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = d
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _pop(d: dict, dotted: str) -> None:
+    parts = dotted.split(".")
+    node = d
+    for part in parts[:-1]:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    node.pop(parts[-1], None)
+    if len(parts) > 1 and not node:  # drop an emptied block (e.g. `training: {}`)
+        parent = _get(d, ".".join(parts[:-2])) if len(parts) > 2 else d
+        if isinstance(parent, dict) and parent.get(parts[-2]) == {}:
+            parent.pop(parts[-2])
+
+
+# ------------------------------------------------------------------------------------------ defaults
+
+
+def defaults(seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per stage: {"typed": {param: value}, "config": {the rest}} from the demo's calibrated settings.
+
+    Read from `alignpipe.demo.demo_configs` every time (the lead tunes those numbers there)."""
+    from alignpipe import demo
+
+    cfgs = copy.deepcopy(demo.demo_configs("/__workdir__", seed))
+    cfgs.setdefault("preference", copy.deepcopy(getattr(demo, "PREFERENCE", _PREFERENCE_FALLBACK)))
+    out: dict[str, dict[str, Any]] = {}
+    for stage, cfg in cfgs.items():
+        typed = {name: _get(cfg, key) for name, key in TYPED_KEYS[stage].items() if _get(cfg, key) is not None}
+        for key in list(TYPED_KEYS[stage].values()) + list(PATH_KEYS[stage]):
+            _pop(cfg, key)
+        out[stage] = {"typed": typed, "config": cfg}
+    return out
+
+
+# ---------------------------------------------------------------------------------------- configs
+
+
+def stage_config(stage: str, config: dict | None, typed: dict[str, Any], paths: dict[str, Any],
+                 source: str | None = None):
+    """The validated config of `stage`: the `config` dict, then typed parameters, then artifact paths.
+
+    Raises ConfigError (one line per problem) if the config dict sets a key owned by a typed parameter or
+    an artifact, or if the result fails the schema."""
+    source = source or f"{stage}_config"
+    data = copy.deepcopy(dict(config or {}))
+    if not isinstance(config or {}, dict):
+        raise ConfigError(f"{source}: must be a mapping of config keys (got {type(config).__name__})")
+    owned = {key: f"the pipeline parameter for {name}" for name, key in TYPED_KEYS[stage].items()}
+    owned.update({key: "the pipeline (an artifact path)" for key in PATH_KEYS[stage]})
+    problems = [f"{source}: {key}: set by {who}, not in the config dict (remove it)"
+                for key, who in owned.items() if _get(data, key) is not None]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    for name, value in typed.items():
+        if name not in TYPED_KEYS[stage]:
+            raise ConfigError(f"{source}: {name}: not a typed parameter of {stage}")
+        if value is not None:
+            _set(data, TYPED_KEYS[stage][name], value)
+    for key, value in paths.items():
+        if value is not None:
+            _set(data, key, value)
+    return _config.validate(stage, data, source=source)
+
+
+def dataset_path(artifact) -> str | None:
+    """Path of a data set artifact, or None for a placeholder prepare_data left empty (optional split)."""
+    if artifact is None:
+        return None
+    meta = getattr(artifact, "metadata", None) or {}
+    if meta.get("rows") == 0:
+        return None
+    p = Path(artifact.path)
+    if not p.exists() or (p.is_file() and p.stat().st_size == 0):
+        return None
+    return artifact.path
+
+
+def run_component(stage: str, config: dict | None, typed: dict[str, Any], paths: dict[str, Any],
+                  metrics=None, report=None, output=None):
+    """Validate, run `alignpipe.stages.<stage>.run`, log metrics, write the HTML report, tag the output."""
+    from alignpipe import report as _report
+
+    cfg = stage_config(stage, config, typed, paths)
+    result = importlib.import_module(f"alignpipe.stages.{stage}").run(cfg)
+    if metrics is not None:
+        _report.log_metrics(metrics, result)
+    if report is not None:
+        _report.write_html(report.path, result, cfg)
+    if output is not None:
+        output.metadata.update({k: v for k, v in result.lineage.items()})
+        output.metadata["seconds"] = round(result.seconds, 2)
+    return result
+
+
+# ----------------------------------------------------------------------------------- prepare_data
+
+
+def _copy_data(src_uri: str, dest: Path) -> None:
+    """Copy a data set (jsonl/parquet file or save_to_disk folder; local or s3://) to an artifact path."""
+    from alignpipe import storage
+    from alignpipe.data import DataError
+
+    try:
+        if storage.is_remote(src_uri):
+            from alignpipe.data.io import _local  # noqa: PLC2701 - the same fetch the readers use
+
+            local = _local(src_uri)
+        else:
+            local = Path(src_uri.removeprefix("file://")).expanduser()
+    except storage.StorageError as e:
+        raise DataError(str(e)) from None
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if local.is_dir():
+        shutil.copytree(local, dest)
+    else:
+        shutil.copyfile(local, dest)
+
+
+def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, Any], seed: int = 0) -> dict:
+    """Validate every data set the pipeline needs and hand each on as a Dataset artifact.
+
+    - `uris`: split -> data set URI ("" = not given). If no URI is given at all, the embedded demo data
+      (seed `seed`) is written instead.
+    - `required`: the splits this pipeline trains/evaluates on; a missing one is an error.
+    - `outputs`: split -> KFP Dataset artifact (`.path`, `.metadata`). Splits not given are left as empty
+      placeholders with `metadata["rows"] = 0` (`dataset_path()` maps them to None).
+    Raises DataError listing every problem of every data set before anything is trained."""
+    from alignpipe import data
+    from alignpipe.data import DataError
+
+    unknown = sorted(set(uris) - set(SPLITS)) + sorted(set(required) - set(SPLITS))
+    if unknown:
+        raise ConfigError(f"prepare_data: unknown split(s) {', '.join(unknown)} (choose from {', '.join(SPLITS)})")
+    given = {k: v for k, v in uris.items() if v}
+    demo = not given
+    problems: list[str] = []
+    if not demo:
+        missing = [s for s in required if not given.get(s)]
+        if missing:
+            raise DataError([f"prepare_data: no data set URI for {s} (give one, or give none to run on the demo data)"
+                             for s in missing])
+    tmp = Path(tempfile.mkdtemp(prefix="alignpipe-data-"))
+    summary: dict[str, dict] = {}
+    try:
+        if demo:
+            from alignpipe.data.demo import write_demo_data
+
+            files = write_demo_data(tmp, seed=seed)
+            given = {s: files[DEMO_FILES[s]] for s in SPLITS}
+        for split, kind in SPLITS.items():
+            art = outputs.get(split)
+            if art is None:
+                continue
+            uri = given.get(split)
+            if not uri:
+                Path(art.path).parent.mkdir(parents=True, exist_ok=True)
+                Path(art.path).write_bytes(b"")
+                art.metadata.update({"rows": 0, "source": "", "kind": kind})
+                continue
+            report = data.validate(uri, kind)
+            if not report.ok:
+                problems.extend(report.problems)
+                continue
+            _copy_data(uri, Path(art.path))
+            info = {"rows": report.rows, "format": report.format, "digest": report.digest, "kind": kind,
+                    "source": "demo" if demo else uri}
+            art.metadata.update(info)
+            summary[split] = info
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if problems:
+        raise DataError(problems)
+    return summary
+
+
+def registry_outputs(result) -> dict:
+    """The register step's output parameter: {model_name, version, alias, promoted, reason}."""
+    lin = result.lineage
+    return {"model_name": lin.get("model_name"), "version": lin.get("version"), "alias": lin.get("alias"),
+            "promoted": lin.get("promoted") == "true", "reason": lin.get("reason", "")}
