@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name", help=f"pipeline: {', '.join(PIPELINES)}")
     r.add_argument("--local", action="store_true", help="run on this machine (kfp.local); required")
     r.add_argument("--workdir", help="outputs, logs, mlflow.db and summary.json (default out/NAME)")
-    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+    r.add_argument("--param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                    help="pipeline parameter (YAML/JSON value), repeatable; list them with `alignpipe params NAME`")
     r.set_defaults(func=cmd_run)
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--namespace", help="KFP namespace (multi-user); default ALIGNPIPE_NAMESPACE")
     sm.add_argument("--run-name")
     sm.add_argument("--image", help="image of the CPU steps")
-    sm.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    sm.add_argument("--param", action="extend", nargs="+", default=[], metavar="NAME=VALUE")
     sm.set_defaults(func=cmd_submit)
 
     up = sub.add_parser("upload", help="create or version every pipeline in a KFP API (the Helm upload job)")

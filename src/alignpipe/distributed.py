@@ -174,6 +174,35 @@ def training_args(dist=None) -> dict[str, Any]:
     return out
 
 
+def is_zero3(trainer) -> bool:
+    """Whether `trainer` (an HF/TRL Trainer) runs DeepSpeed ZeRO-3, i.e. holds only a shard of each parameter."""
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return False
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return bool(is_deepspeed_zero3_enabled())
+
+
+def save_trained_model(trainer, tokenizer, out_dir) -> None:
+    """Save a trained model from EVERY rank (call it on all of them); rank 0 writes the files.
+
+    Under ZeRO-3 each rank holds a shard, so `model.save_pretrained` would write empty tensors: the
+    Trainer's `save_model` gathers the full weights collectively (the presets set
+    `stage3_gather_16bit_weights_on_model_save`). Otherwise this is `alignpipe.models.save`."""
+    from alignpipe import models
+
+    if not is_zero3(trainer):
+        models.save(trainer.model, tokenizer, out_dir)
+        return
+    trainer.save_model(str(out_dir))  # collective: every rank must call it
+    if is_main_process():
+        (Path(out_dir) / "training_args.bin").unlink(missing_ok=True)  # a pickle; not part of a model
+        tokenizer.save_pretrained(out_dir)
+        missing = models.missing_files(out_dir)
+        if missing:
+            raise models.ModelError(f"{out_dir}: ZeRO-3 save produced an incomplete folder, missing {', '.join(missing)}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Launch (parent side)
 # --------------------------------------------------------------------------------------------------

@@ -327,7 +327,7 @@ def run_local(name: str, params: dict[str, Any] | None = None, workdir: str | Pa
         "status": "succeeded",
         "eval": eval_data["models"],
         "registry": registry,
-        "stage_seconds": {t: round(m["time/stage_seconds"], 2) for t, m in stage_metrics.items()
+        "stage_seconds": {t.replace("-", "_"): round(m["time/stage_seconds"], 2) for t, m in stage_metrics.items()
                           if "time/stage_seconds" in m},
         "task_seconds": {t: round(s, 2) for t, (_, s) in router.finished.items()},
         "kfp_run_dir": str(run_dir),

@@ -133,9 +133,9 @@ def stage_config(stage: str, config: dict | None, typed: dict[str, Any], paths: 
     Raises ConfigError (one line per problem) if the config dict sets a key owned by a typed parameter or
     an artifact, or if the result fails the schema."""
     source = source or f"{stage}_config"
-    data = copy.deepcopy(dict(config or {}))
     if not isinstance(config or {}, dict):
         raise ConfigError(f"{source}: must be a mapping of config keys (got {type(config).__name__})")
+    data = copy.deepcopy(dict(config or {}))
     owned = {key: f"the pipeline parameter for {name}" for name, key in TYPED_KEYS[stage].items()}
     owned.update({key: "the pipeline (an artifact path)" for key in PATH_KEYS[stage]})
     problems = [f"{source}: {key}: set by {who}, not in the config dict (remove it)"

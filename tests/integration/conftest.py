@@ -78,3 +78,27 @@ def mlflow_server(
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def private_mlflow_server(
+    tmp_path: Path,
+    postgres_server: services.PostgresServer,
+    s3_server: services.S3Server,
+) -> Iterator[services.MlflowServer]:
+    """A second MLflow server (same PostgreSQL database and artifact bucket, like a second replica) that a
+    test may freeze (SIGSTOP) or stop without disturbing the session's ``mlflow_server``. Resumed and stopped
+    after the test."""
+    import os
+    import signal
+
+    srv = _start("a private MLflow server", services.start_mlflow, tmp_path / "mlflow-private", postgres_server,
+                 s3_server)
+    try:
+        yield srv
+    finally:
+        try:
+            os.killpg(srv.service.pgid, signal.SIGCONT)  # a frozen server must run to handle SIGTERM
+        except ProcessLookupError:
+            pass
+        srv.stop()

@@ -48,7 +48,7 @@ class KfpStub:
                     return self._reply(200, {"experiments": [], "total_size": 0})
                 if rec["path"] == "/apis/v2beta1/pipelines":
                     flt = json.loads(rec["query"].get("filter", ["{}"])[0])
-                    names = [p.get("string_value") for p in flt.get("predicates", [])]
+                    names = [p.get("stringValue") for p in flt.get("predicates", []) if p.get("key") == "display_name"]
                     hits = [{"pipeline_id": stub.existing[n], "display_name": n} for n in names if n in stub.existing]
                     return self._reply(200, {"pipelines": hits, "total_size": len(hits)})
                 return self._reply(404, {"error": "not in the stub"})

@@ -209,3 +209,20 @@ def test_check_params_validates_stage_configs():
         kfp_local.parse_params(p, ["sft_stepz=3"])
     assert kfp_local.parse_params(p, ["sft_steps=3", "gate_threshold=1", 'rewards=[{"name": "exact_match"}]']) == {
         "sft_steps": 3, "gate_threshold": 1.0, "rewards": [{"name": "exact_match"}]}
+
+
+def test_graph_script_draws_every_compiled_edge(compiled):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "pipeline_graphs.py"
+    spec_ = importlib.util.spec_from_file_location("pipeline_graphs", path)
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    _, docs = compiled
+    for name, edges in EDGES.items():
+        chart = mod.mermaid(docs[name][0])
+        for task, deps in edges.items():
+            for dep in deps:
+                assert re.search(rf"\b{dep.replace('-', '_')} -- \w+ --> {task.replace('-', '_')}\b", chart), (name, dep, task)
+        assert "| `base_model` | string | `\"tiny:0\"` |" in mod.params_table(docs[name][0])

@@ -40,7 +40,7 @@ def test_gate_promotes_better_and_refuses_worse(tracking_db, sft_model):
     assert better.lineage["alias"] == "champion"
     client = MlflowClient()
     champ = client.get_model_version_by_alias("gate-test", "champion")
-    assert champ.version == better.lineage["version"]
+    assert str(champ.version) == better.lineage["version"]
     assert champ.tags["alignpipe.gate_value"] == "0.7" and champ.tags["alignpipe.config_hash"]
 
 

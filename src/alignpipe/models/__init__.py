@@ -134,6 +134,10 @@ def save(model, tokenizer, out_dir: str | Path) -> Path:
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    from alignpipe.distributed import is_main_process
+
+    if not is_main_process():  # transformers writes the weights on rank 0 only
+        return out
     missing = missing_files(out)
     if missing:
         raise ModelError(f"{out}: save produced an incomplete folder, missing {', '.join(missing)}")

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
-from alignpipe.config import TrainingSettings
+from alignpipe.config import DistributedSettings, TrainingSettings
 
 
 @dataclass
@@ -39,8 +39,11 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_name: str) -> dict[str, Any]:
-    """TrainingArguments fields shared by every TRL config, from our TrainingSettings."""
+def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_name: str,
+                   dist: DistributedSettings | None = None) -> dict[str, Any]:
+    """TrainingArguments fields shared by every TRL config, from our Training/DistributedSettings."""
+    from alignpipe import distributed
+
     cuda = has_cuda()
     bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
     return dict(
@@ -68,6 +71,7 @@ def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_nam
         data_seed=t.seed,
         disable_tqdm=os.environ.get("ALIGNPIPE_PROGRESS", "1") == "0",
         dataloader_num_workers=0,
+        **distributed.training_args(dist),
     )
 
 
@@ -94,11 +98,12 @@ def published_output(uri: str) -> Iterator[Path]:
     If the body raises, nothing is published and the staging folder is removed.
     """
     from alignpipe import storage
-    from alignpipe.distributed import is_main_process
+    from alignpipe.distributed import barrier, is_main_process
 
     staging = Path(tempfile.mkdtemp(prefix="alignpipe-out-"))
     try:
         yield staging
+        barrier()  # a step whose peer rank failed publishes nothing
         if is_main_process():  # under torchrun every rank trains; rank 0 publishes
             storage.publish_dir(staging, uri)
     finally:

@@ -8,7 +8,7 @@ and end of training, and on held-out pairs when `eval_data` is given.
 from __future__ import annotations
 
 from alignpipe import models, tracking
-from alignpipe.distributed import maybe_launch
+from alignpipe.distributed import maybe_launch, save_trained_model
 from alignpipe.config import PreferenceConfig
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
@@ -31,7 +31,7 @@ def run(cfg: PreferenceConfig) -> StageResult:
             published_output(cfg.output_dir) as out_dir:
         tr.log_input(cfg.train_data, report.digest, "train")
         args = DPOConfig(
-            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name),
+            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name, cfg.distributed),
             beta=cfg.beta, loss_type=list(cfg.loss_type), max_length=cfg.max_length,
             eval_strategy="no",
         )
@@ -56,7 +56,7 @@ def run(cfg: PreferenceConfig) -> StageResult:
             metrics["eval/margin"] = float(after.get("eval_rewards/margins", 0.0))
             metrics["eval/preference_accuracy"] = float(after.get("eval_rewards/accuracies", 0.0))
         tr.log_metrics(metrics)
-        models.save(trainer.model, tokenizer, out_dir)
+        save_trained_model(trainer, tokenizer, out_dir)
     lineage = base_lineage("preference", cfg, train_data=cfg.train_data, train_digest=report.digest,
                            ref_model=cfg.ref_model, mlflow_run_id=tr.run_id)
     return StageResult("preference", cfg.output_dir, metrics, lineage, history, timer.seconds)

@@ -8,7 +8,7 @@ scores higher than the rejected one — is the headline metric.
 from __future__ import annotations
 
 from alignpipe import models, tracking
-from alignpipe.distributed import maybe_launch
+from alignpipe.distributed import maybe_launch, save_trained_model
 from alignpipe.config import RewardModelConfig
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
@@ -43,7 +43,7 @@ def run(cfg: RewardModelConfig) -> StageResult:
             published_output(cfg.output_dir) as out_dir:
         tr.log_input(cfg.train_data, report.digest, "train")
         args = RewardConfig(
-            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name),
+            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name, cfg.distributed),
             max_length=cfg.max_length,
             center_rewards_coefficient=cfg.center_rewards_coefficient,
         )
@@ -66,7 +66,7 @@ def run(cfg: RewardModelConfig) -> StageResult:
             metrics["eval/pairwise_accuracy"], metrics["eval/margin"] = pairwise_accuracy(
                 trainer.model, tokenizer, evald)
         tr.log_metrics(metrics)
-        models.save(trainer.model, tokenizer, out_dir)
+        save_trained_model(trainer, tokenizer, out_dir)
     lineage = base_lineage("reward_model", cfg, train_data=cfg.train_data, train_digest=report.digest,
                            eval_digest=eval_report.digest if eval_report else None, mlflow_run_id=tr.run_id)
     return StageResult("reward_model", cfg.output_dir, metrics, lineage, history, timer.seconds)

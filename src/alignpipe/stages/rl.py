@@ -11,15 +11,16 @@ Rewards come from `alignpipe.rewards` by name, with weights; TRL logs each as
 `rewards/<name>/mean` and the weighted sum as `reward`.
 
 Adding an algorithm: write `_run_<name>(cfg, model, tokenizer, train, reward_funcs, weights, tracker,
-out_dir) -> (metrics, history)` below, add the name to `RLConfig.algorithm`, and register it in `ALGORITHMS`.
+run_name) -> (trainer, metrics, history)` below, add the name to `RLConfig.algorithm`, and register it in `ALGORITHMS`.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 from alignpipe import models, rewards, tracking
-from alignpipe.distributed import maybe_launch
+from alignpipe.distributed import maybe_launch, save_trained_model
 from alignpipe.config import RLConfig
 from alignpipe.models.generate import vllm_usable
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
@@ -28,7 +29,7 @@ from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoin
 
 def _group_args(cfg: RLConfig, tr, run_name: str) -> dict:
     args = trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-{cfg.algorithm}", cfg.output_dir)), tr.enabled,
-                          run_name)
+                          run_name, cfg.distributed)
     args.update(
         num_generations=cfg.grpo.num_generations,
         max_completion_length=cfg.generation.max_new_tokens,
@@ -61,7 +62,7 @@ def _run_trl(trainer_cls, config_cls, extra: dict, cfg, model, tokenizer, train,
     trainer.train(resume_from_checkpoint=last_checkpoint(checkpoint_dir(f"rl-{cfg.algorithm}", cfg.output_dir)))
     history = trainer.state.log_history
     metrics = {"train/steps": float(trainer.state.global_step), **_summary(history)}
-    return trainer.model, metrics, history
+    return trainer, metrics, history
 
 
 def _run_grpo(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
@@ -91,6 +92,7 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
     history: list[dict] = []
     metrics: dict[str, float] = {}
     steps = 0
+    trainer = None
     for rnd in range(ei.rounds):
         idx = rng.sample(range(len(train)), min(ei.prompts_per_round, len(train)))
         batch = train.select(idx)
@@ -110,11 +112,12 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
                 conv = isinstance(p, list)
                 kept.append({"prompt": p, "completion": [{"role": "assistant", "content": c}] if conv else c})
         success = sum(1 for s in scores if s is not None and s >= ei.min_reward) / max(1, len(scores))
-        entry = {"round": rnd, "success_rate": success, "kept": len(kept), "mean_reward":
-                 sum(s or 0.0 for s in scores) / max(1, len(scores))}
+        finite = [s for s in scores if not math.isnan(s)]
+        entry = {"round": rnd, "success_rate": success, "kept": len(kept),
+                 "mean_reward": sum(finite) / max(1, len(finite))}
         if kept:
             args = TRLSFTConfig(**{**trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-ei-{rnd}", cfg.output_dir)),
-                                                   tr.enabled, f"{run_name}-round{rnd}"),
+                                                   tr.enabled, f"{run_name}-round{rnd}", cfg.distributed),
                                    "max_steps": ei.sft_steps_per_round, "save_strategy": "no"},
                                 completion_only_loss=True, max_length=1024)
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept),
@@ -131,7 +134,7 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
     metrics["train/steps"] = float(steps)
     metrics["train/success_rate_first"] = history[0]["success_rate"]
     metrics["train/success_rate_last"] = history[-1]["success_rate"]
-    return model, metrics, history
+    return trainer, metrics, history
 
 
 ALGORITHMS = {"grpo": _run_grpo, "rloo": _run_rloo, "expert_iteration": _run_expert_iteration}
@@ -149,10 +152,13 @@ def run(cfg: RLConfig) -> StageResult:
     with Timer() as timer, tracking.stage_run("rl", cfg, cfg.tracking, run_name) as tr, \
             published_output(cfg.output_dir) as out_dir:
         tr.log_input(cfg.train_data, report.digest, "train")
-        model, metrics, history = ALGORITHMS[cfg.algorithm](cfg, model, tokenizer, train, funcs, weights, tr,
-                                                            run_name)
+        trainer, metrics, history = ALGORITHMS[cfg.algorithm](cfg, model, tokenizer, train, funcs, weights, tr,
+                                                              run_name)
         tr.log_metrics(metrics)
-        models.save(model, tokenizer, out_dir)
+        if trainer is not None:
+            save_trained_model(trainer, tokenizer, out_dir)
+        else:  # expert iteration kept no sample in any round: the policy is unchanged
+            models.save(model, tokenizer, out_dir)
     lineage = base_lineage("rl", cfg, algorithm=cfg.algorithm, train_data=cfg.train_data, train_digest=report.digest,
                            reward_model=cfg.reward_model, rewards=",".join(f"{r.name}:{r.weight}" for r in cfg.rewards),
                            mlflow_run_id=tr.run_id)

@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from alignpipe import models, tracking
-from alignpipe.distributed import maybe_launch
+from alignpipe.distributed import maybe_launch, save_trained_model
 from alignpipe.config import SFTConfig
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
@@ -104,7 +104,7 @@ def run(cfg: SFTConfig) -> StageResult:
             published_output(cfg.output_dir) as out_dir:
         tr.log_input(cfg.train_data, report.digest, "train")
         args = TRLSFTConfig(
-            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name),
+            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name, cfg.distributed),
             max_length=cfg.max_length,
             packing=cfg.packing,
             assistant_only_loss=cfg.assistant_only_loss and is_messages,
@@ -138,7 +138,7 @@ def run(cfg: SFTConfig) -> StageResult:
         if probe is not None and probe.history:
             metrics["train/probe_accuracy"] = probe.history[-1][1]
         tr.log_metrics(metrics)
-        models.save(trainer.model, tokenizer, out_dir)
+        save_trained_model(trainer, tokenizer, out_dir)
     lineage = base_lineage("sft", cfg, train_data=cfg.train_data, train_digest=report.digest,
                            eval_digest=eval_report.digest if eval_report else None, mlflow_run_id=tr.run_id)
     return StageResult("sft", cfg.output_dir, metrics, lineage, history, timer.seconds)
