@@ -318,17 +318,19 @@ def test_gpu_scheduling_reaches_the_pipeline_upload():
 
 def test_pipeline_rbac_is_exactly_what_components_need():
     role = find("defaults", "Role", platform.PIPELINE_SERVICE_ACCOUNT)
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in role["rules"]}
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"]), "create" in r["verbs"]): r for r in role["rules"]}
+    rules.update({k[:2]: r for k, r in rules.items() if not k[2]})
     secrets = rules[(("",), ("secrets",))]
     assert secrets["verbs"] == ["get"]
     assert {platform.S3_SECRET_NAME, platform.MLFLOW_SECRET_NAME} <= set(secrets["resourceNames"])
-    assert set(rules[(("trainer.kubeflow.org",), ("trainjobs",))]["verbs"]) == {"create", "get", "list", "watch", "delete"}
-    assert set(rules[(("kubeflow.org",), ("pytorchjobs",))]["verbs"]) == {"create", "get", "list", "watch", "delete"}
+    assert rules[(("",), ("configmaps",), True)]["verbs"] == ["create"], "TrainJob config maps: create only"
+    assert set(rules[(("trainer.kubeflow.org",), ("trainjobs",), True)]["verbs"]) == {"create", "get", "list", "watch", "delete"}
+    assert set(rules[(("kubeflow.org",), ("pytorchjobs",), True)]["verbs"]) == {"create", "get", "list", "watch", "delete"}
     assert rules[(("",), ("pods/log",))]["verbs"] == ["get"]
     assert set(rules[(("",), ("pods",))]["verbs"]) == {"get", "list"}
     for r in role["rules"]:
         assert "*" not in r["verbs"] and "*" not in r["resources"] and "*" not in r["apiGroups"]
-        if r["resources"] in (["secrets"], ["configmaps"]):
+        if r["resources"] in (["secrets"], ["configmaps"]) and r["verbs"] != ["create"]:
             assert r.get("resourceNames"), "Secrets/ConfigMaps only by name"
     rb = find("defaults", "RoleBinding", platform.PIPELINE_SERVICE_ACCOUNT)
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": platform.PIPELINE_SERVICE_ACCOUNT, "namespace": NAMESPACE}]
