@@ -39,6 +39,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from alignpipe.pipelines.common import PlatformError
 
     errs += [PipelineError, PlatformError]
+    from alignpipe.distributed import DistributedError
+    from alignpipe.registry import RegistryError
+    from alignpipe.trainjob import TrainJobError
+
+    errs += [DistributedError, RegistryError, TrainJobError]
     return tuple(errs)
 
 
@@ -199,12 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("params", help="list a pipeline's parameters (name, type, default)")
     pa.add_argument("name")
     pa.set_defaults(func=cmd_params)
+
+    from alignpipe import registry
+
+    registry.add_cli(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `stage NAME --config F k=v ...`: argparse binds a positional list only once, so overrides that
+    # follow an option come back as extras; they are overrides when they look like key=value.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if getattr(args, "command", None) == "stage" and all("=" in e and not e.startswith("-") for e in extras):
+            args.overrides = list(args.overrides or []) + extras
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     errors = _user_errors()
     try:
         return args.func(args)

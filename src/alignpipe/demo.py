@@ -23,6 +23,9 @@ RL = dict(algorithm="grpo", rewards=[dict(name="exact_match", weight=1.0), dict(
           # their tiny reward-model differences blown up to unit variance, and held-out accuracy fell.
           grpo=dict(num_generations=8, beta=0.0, loss_type="dapo", scale_rewards="batch"),
           training=dict(max_steps=300, learning_rate=3e-5, lr_scheduler="constant", batch_size=64, logging_steps=10))
+# DPO for the `preference` pipeline: correct-vs-wrong answer pairs, reference = the SFT model.
+PREFERENCE = dict(max_length=32, beta=0.1,
+                  training=dict(max_steps=100, learning_rate=1e-4, batch_size=32, warmup_steps=10, logging_steps=10))
 EVALUATE = dict(k=4, temperature=1.0, max_new_tokens=5, batch_size=256)
 REGISTER = dict(model_name=DEMO_MODEL_NAME, gate_metric="accuracy", gate_threshold=0.3)
 

@@ -23,7 +23,9 @@ Either way the files land in a hidden sibling of ``dest`` first, must form a com
 Time is bounded: before talking to an ``http(s)`` tracking server, its ``/health`` is probed with a
 ``ALIGNPIPE_MLFLOW_TIMEOUT`` (default 10 s) deadline, and MLflow's own HTTP retries are capped at
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT=30`` during the pull unless those
-variables are set already (MLflow's defaults retry a dead server for minutes).
+variables are set already (MLflow's defaults retry a dead server for minutes). MLflow artifacts are
+streamed through the tracking server (``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false`` unless set), so a pull
+needs to reach only the tracking server, not the S3 endpoint the server uses.
 
 Every failure is a :class:`RegistryError` with one line naming the model, the tracking server and the fix.
 
@@ -58,9 +60,13 @@ __all__ = ["DEFAULT_ALIAS", "ModelRef", "PulledModel", "RegistryError", "add_cli
 DEFAULT_ALIAS = "champion"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # RegisterConfig.model_name's pattern
 _REF = re.compile(rf"^(?:models:/)?(?P<name>{_NAME})(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[^/@]+))?$")
-# What we cap MLflow's HTTP client at during a pull, unless the user set these variables.
-_BOUNDED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# MLflow client settings during a pull, unless the user set these variables: bounded HTTP retries, and
+# artifacts streamed through the tracking server. (An MLflow >= 3.x server with S3 artifacts advertises
+# "multipart downloads" and the client then GETs presigned URLs from the S3 endpoint *as the server
+# addresses it*, e.g. minio-service.kubeflow:9000, unreachable from a laptop; a failing presigned GET is
+# retried for minutes.)
+_PULL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
 
 
 class RegistryError(ValueError):
@@ -156,10 +162,10 @@ def _probe(uri: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def _bounded_http() -> Iterator[None]:
-    """Cap MLflow's HTTP retries for the duration (only variables the user has not set)."""
-    added = [k for k in _BOUNDED_HTTP if k not in os.environ]
+    """MLflow client settings for the duration of a pull (only variables the user has not set)."""
+    added = [k for k in _PULL_ENV if k not in os.environ]
     for k in added:
-        os.environ[k] = _BOUNDED_HTTP[k]
+        os.environ[k] = _PULL_ENV[k]
     try:
         yield
     finally:

@@ -61,11 +61,6 @@ DEMO_FILES = {"sft_train": "sft_train", "preference_train": "preference_train", 
               "rl_train": "rl_train", "eval_set": "eval"}
 
 #: DPO defaults on the tiny model (alignpipe.demo has no preference stage yet).
-_PREFERENCE_FALLBACK = dict(max_length=32, beta=0.1,
-                            training=dict(max_steps=100, learning_rate=5e-5, batch_size=32, warmup_steps=10,
-                                          logging_steps=10))
-
-
 # --------------------------------------------------------------------------------------------- dicts
 
 
@@ -113,7 +108,7 @@ def defaults(seed: int = 0) -> dict[str, dict[str, Any]]:
     from alignpipe import demo
 
     cfgs = copy.deepcopy(demo.demo_configs("/__workdir__", seed))
-    cfgs.setdefault("preference", copy.deepcopy(getattr(demo, "PREFERENCE", _PREFERENCE_FALLBACK)))
+    cfgs.setdefault("preference", copy.deepcopy(demo.PREFERENCE))
     out: dict[str, dict[str, Any]] = {}
     for stage, cfg in cfgs.items():
         typed = {name: _get(cfg, key) for name, key in TYPED_KEYS[stage].items() if _get(cfg, key) is not None}

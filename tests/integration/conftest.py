@@ -102,3 +102,21 @@ def private_mlflow_server(
         except ProcessLookupError:
             pass
         srv.stop()
+
+
+@pytest.fixture
+def mlflow_env(s3_env: services.S3Server, mlflow_server: services.MlflowServer,
+               monkeypatch: pytest.MonkeyPatch) -> dict:
+    """``s3_env`` plus the session MLflow server as MLFLOW_TRACKING_URI, a fresh experiment, bounded MLflow
+    HTTP retries, and no inherited parent run. Returns ``{"rid", "s3", "mlflow", "name", "prefix"}``: a
+    unique id, the servers, a unique registered-model name and an ``s3://alignpipe/...`` prefix to write under."""
+    import uuid
+
+    rid = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"it-{rid}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    monkeypatch.delenv("ALIGNPIPE_PARENT_RUN_ID", raising=False)
+    return {"rid": rid, "s3": s3_env, "mlflow": mlflow_server, "name": f"m-{rid}",
+            "prefix": f"s3://alignpipe/it/{rid}"}

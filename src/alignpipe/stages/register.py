@@ -82,7 +82,7 @@ def run(cfg: RegisterConfig) -> StageResult:
             source = mlflow.get_artifact_uri("model")
         lineage = base_lineage("register", cfg, model_uri=cfg.model, **cfg.lineage)
         tags = {f"alignpipe.{k}": v for k, v in lineage.items()}
-        tags.update({f"eval.{k}": str(v) for k, v in eval_metrics.items()})
+        tags.update({f"eval.{tracking.metric_key(k)}": str(v) for k, v in eval_metrics.items()})
         if value is not None:
             tags.update({"alignpipe.gate_metric": cfg.gate_metric, "alignpipe.gate_value": str(value)})
         mv = client.create_model_version(cfg.model_name, source=source, run_id=tr.run_id, tags=tags)
