@@ -1,12 +1,12 @@
-"""Generate docs/pipelines.md's generated sections from the COMPILED pipelines (not from the Python source).
+"""Generate README.md's generated sections from the COMPILED pipelines (not from the Python source).
 
 For each pipeline: a Mermaid flowchart of the compiled DAG (tasks, display names, data edges labelled with
 the artifact they carry, caching and retries), and the parameter reference (type, default) from the
 compiled root inputDefinitions. The text between the `<!-- generated:begin -->` / `<!-- generated:end -->`
-markers in docs/pipelines.md is replaced; everything else is kept.
+markers in README.md is replaced; everything else is kept.
 
-    python scripts/pipeline_graphs.py            # rewrite docs/pipelines.md
-    python scripts/pipeline_graphs.py --check    # exit 1 if docs/pipelines.md is out of date
+    python scripts/pipeline_graphs.py            # rewrite README.md
+    python scripts/pipeline_graphs.py --check    # exit 1 if README.md is out of date
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "pipelines.md"
+README = ROOT / "README.md"
 BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
 TYPES = {"STRING": "string", "NUMBER_INTEGER": "integer", "NUMBER_DOUBLE": "number", "BOOLEAN": "boolean",
          "LIST": "list (JSON)", "STRUCT": "object (JSON)"}
@@ -87,19 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"{DOC}: no {BEGIN} ... {END} markers", file=sys.stderr)
-        return 1
-    new = text[: text.index(BEGIN)] + generate() + text[text.index(END) + len(END):]
-    if args.check:
-        if new != text:
-            print(f"{DOC} is out of date: run python scripts/pipeline_graphs.py", file=sys.stderr)
+    generated = generate()
+    stale = False
+    for doc in (README,):
+        text = doc.read_text()
+        if BEGIN not in text or END not in text:
+            print(f"{doc}: no {BEGIN} ... {END} markers", file=sys.stderr)
             return 1
-        return 0
-    DOC.write_text(new)
-    print(f"wrote {DOC}")
-    return 0
+        new = text[: text.index(BEGIN)] + generated + text[text.index(END) + len(END):]
+        if args.check:
+            if new != text:
+                print(f"{doc} is out of date: run python scripts/pipeline_graphs.py", file=sys.stderr)
+                stale = True
+            continue
+        doc.write_text(new)
+        print(f"wrote {doc}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

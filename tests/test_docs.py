@@ -20,3 +20,9 @@ def test_readme_mentions_the_two_commands_and_every_stage():
     assert "make demo" in readme and "make test" in readme
     for stage in ("sft", "reward_model", "rl", "preference", "evaluate", "register"):
         assert f"alignpipe stage {stage}" in readme or f"`{stage}`" in readme
+
+
+def test_readme_pipeline_graphs_are_current():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "pipeline_graphs.py"), "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr

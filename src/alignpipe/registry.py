@@ -111,7 +111,8 @@ def parse_ref(ref: str) -> ModelRef:
         )
     name, alias, version = m.group("name"), m.group("alias"), m.group("version")
     if version is not None and not version.isdigit():
-        raise RegistryError(f"{ref!r}: version {version!r} is not a number — write NAME/3, or NAME@ALIAS for an alias")
+        raise RegistryError(f"{ref!r}: version {version!r} is not a number — write NAME/3, or NAME@ALIAS "
+                            "for an alias")
     if alias is None and version is None:
         alias = DEFAULT_ALIAS
     return ModelRef(name, alias, version)
@@ -181,9 +182,12 @@ def _timeout() -> float:
         raise RegistryError(f"ALIGNPIPE_MLFLOW_TIMEOUT={v!r} is not a number of seconds — fix or unset it") from None
 
 
-def _short(e: BaseException) -> str:
-    msg = getattr(e, "message", None) or str(e) or type(e).__name__
-    return " ".join(str(msg).split())[:400]
+def _short(e: BaseException, uri: str = "") -> str:
+    """One line of an exception's message, with credentials in ``uri`` (user:password@) blanked out."""
+    msg = " ".join(str(getattr(e, "message", None) or str(e) or type(e).__name__).split())
+    if uri and _redact(uri) != uri:
+        msg = msg.replace(uri.rstrip("/"), _redact(uri).rstrip("/"))
+    return msg[:400]
 
 
 def _not_found(e: BaseException) -> bool:
@@ -211,9 +215,9 @@ def resolve(ref: str | ModelRef, tracking_uri: str | None = None) -> tuple[Any, 
                 f"no registered model {r.name!r} at {where} — check the name (`alignpipe stage register` "
                 f"creates it) and MLFLOW_TRACKING_URI"
             ) from None
-        raise RegistryError(f"cannot read registered model {r.name!r} from {where}: {_short(e)}") from None
+        raise RegistryError(f"cannot read registered model {r.name!r} from {where}: {_short(e, uri)}") from None
     except Exception as e:  # noqa: BLE001 - connection errors surface as requests/urllib3 exceptions
-        raise RegistryError(f"cannot reach MLflow at {where} for model {r.name!r}: {_short(e)}") from None
+        raise RegistryError(f"cannot reach MLflow at {where} for model {r.name!r}: {_short(e, uri)}") from None
     try:
         if r.alias:
             mv = client.get_model_version_by_alias(r.name, r.alias)
@@ -221,7 +225,7 @@ def resolve(ref: str | ModelRef, tracking_uri: str | None = None) -> tuple[Any, 
             mv = client.get_model_version(r.name, str(r.version))
     except MlflowException as e:
         if not _not_found(e) and "invalid" not in str(e).lower():
-            raise RegistryError(f"cannot read {r} from {where}: {_short(e)}") from None
+            raise RegistryError(f"cannot read {r} from {where}: {_short(e, uri)}") from None
         if r.alias:
             aliases = sorted(getattr(rm, "aliases", {}) or {})
             have = f"its aliases: {', '.join(aliases)}" if aliases else "it has no aliases"
@@ -231,7 +235,7 @@ def resolve(ref: str | ModelRef, tracking_uri: str | None = None) -> tuple[Any, 
         have = f"latest version is {latest}" if latest else "it has no versions"
         raise RegistryError(f"model {r.name!r} has no version {r.version} at {where} ({have})") from None
     except Exception as e:  # noqa: BLE001
-        raise RegistryError(f"cannot reach MLflow at {where} for {r}: {_short(e)}") from None
+        raise RegistryError(f"cannot reach MLflow at {where} for {r}: {_short(e, uri)}") from None
     return mv, uri
 
 
@@ -288,7 +292,7 @@ def _download(mv: Any, tracking_uri: str, staging: Path, label: str) -> storage.
             got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(raw),
                                                            tracking_uri=tracking_uri))
         except Exception as e:  # noqa: BLE001 - MlflowException, OSError, boto errors ...
-            raise RegistryError(f"{label}: cannot download its source {source}: {_short(e)}") from None
+            raise RegistryError(f"{label}: cannot download its source {source}: {_short(e, tracking_uri)}") from None
         os.replace(_model_folder(got if got.is_dir() else raw), staging)
     finally:
         shutil.rmtree(raw, ignore_errors=True)

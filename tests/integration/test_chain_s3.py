@@ -62,8 +62,8 @@ def chain_configs(workdir: Path, data: dict[str, str], runs: str) -> dict[str, d
                                  "warmup_steps": 2})
     cfgs["reward_model"].update(model=m["sft"], train_data=data["preference_train"],
                                 eval_data=data["preference_eval"], output_dir=m["reward_model"],
-                                training={**cfgs["reward_model"]["training"], "max_steps": 10, "batch_size": 16, "warmup_steps": 1,
-                                          "logging_steps": 5})
+                                training={**cfgs["reward_model"]["training"], "max_steps": 10, "batch_size": 16,
+                                          "warmup_steps": 1, "logging_steps": 5})
     cfgs["rl"].update(model=m["sft"], train_data=data["rl_train"], reward_model=m["reward_model"],
                       output_dir=m["rl"], grpo={**cfgs["rl"]["grpo"], "num_generations": 4},
                       training={**cfgs["rl"]["training"], "max_steps": 4, "batch_size": 8, "logging_steps": 1})
