@@ -18,7 +18,8 @@ SFT = dict(max_length=32, stop_at_accuracy=0.3, accuracy_probe_size=256, accurac
 REWARD_MODEL = dict(max_length=32, training=dict(max_steps=150, learning_rate=5e-4, batch_size=32, warmup_steps=10,
                                                  logging_steps=10))
 RL = dict(algorithm="grpo", rewards=[dict(name="exact_match", weight=1.0), dict(name="reward_model", weight=0.1)],
-          generation=dict(max_new_tokens=5, temperature=1.0),
+          # temperature 0.7: on seed 1, held-out RL accuracy 0.585 vs 0.463 at 1.0 (SFT 0.426)
+          generation=dict(max_new_tokens=5, temperature=0.7),
           # scale_rewards="batch": with "group", groups where every answer is wrong (most, early on) have
           # their tiny reward-model differences blown up to unit variance, and held-out accuracy fell.
           grpo=dict(num_generations=8, beta=0.0, loss_type="dapo", scale_rewards="batch"),

@@ -69,7 +69,7 @@ def chain_configs(workdir: Path, data: dict[str, str], runs: str) -> dict[str, d
                       training={**cfgs["rl"]["training"], "max_steps": 4, "batch_size": 8, "logging_steps": 1})
     cfgs["evaluate"].update(models={"base": "tiny", "sft": m["sft"], "rl": m["rl"]}, data=data["eval"],
                             reward_model=m["reward_model"], limit=50, output=str(workdir / "eval.json"),
-                            k=1)  # k > 1 trips register's `eval.pass@k` tag: see test_registry.py
+                            k=2)
     cfgs["register"].update(model=m["rl"], metrics=str(workdir / "eval.json"), metrics_key="rl",
                             model_name=MODEL_NAME, gate_threshold=0.0)
     return cfgs
@@ -164,6 +164,7 @@ def test_registered_version_points_at_the_s3_uri(env: Any) -> None:
     assert mv.tags["alignpipe.gate_metric"] == "accuracy"
     evals = json.loads(Path(env["cfgs"]["evaluate"]["output"]).read_text())["models"]["rl"]
     assert float(mv.tags["alignpipe.gate_value"]) == pytest.approx(evals["accuracy"])
+    assert float(mv.tags["eval.pass_at_2"]) == pytest.approx(evals["pass@2"])  # '@' is not allowed in tag keys
     # registration copied nothing: no model artifacts were logged to the register run
     assert c.list_artifacts(mv.run_id) == []
 
