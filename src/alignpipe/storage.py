@@ -7,7 +7,8 @@ Configuration (read from the environment on every call, so a pod's env or a test
 
 - ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN`` honoured): credentials;
   unset -> boto3's own chain (IRSA, ~/.aws, instance profile).
-- ``ALIGNPIPE_S3_ENDPOINT``, else ``MLFLOW_S3_ENDPOINT_URL``: ``http(s)://host:port`` of MinIO/S3
+- ``ALIGNPIPE_S3_ENDPOINT``, else ``MLFLOW_S3_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL_S3`` /
+  ``AWS_ENDPOINT_URL``: ``http(s)://host:port`` of MinIO/S3
   (``host:port`` without a scheme means ``http://``); neither set -> AWS S3 itself.
 - ``AWS_DEFAULT_REGION`` / ``AWS_REGION``: region (default ``us-east-1``).
 - ``ALIGNPIPE_ARTIFACT_ROOT``: where runs publish by default (e.g. ``s3://alignpipe/runs``), see :func:`artifact_root`.
@@ -301,7 +302,8 @@ class S3Settings:
     @classmethod
     def from_env(cls) -> S3Settings:
         e = os.environ
-        endpoint = e.get("ALIGNPIPE_S3_ENDPOINT") or e.get("MLFLOW_S3_ENDPOINT_URL") or None
+        endpoint = (e.get("ALIGNPIPE_S3_ENDPOINT") or e.get("MLFLOW_S3_ENDPOINT_URL") or e.get("AWS_ENDPOINT_URL_S3")
+                    or e.get("AWS_ENDPOINT_URL") or None)
         if endpoint and "://" not in endpoint:
             endpoint = "http://" + endpoint
         part = max(5 * _MiB, int(_env_num("ALIGNPIPE_S3_PART_SIZE_MB", 64) * _MiB))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -132,11 +133,22 @@ def pipeline_run(pipeline: str, tags: dict[str, str] | None = None, enabled: boo
         yield Tracker(run.info.run_id)
         status = "FINISHED"
     finally:
-        mlflow.end_run(status=status)
+        _end_run(mlflow, run.info.run_id, status)
         if previous is None:
             os.environ.pop(PARENT_ENV, None)
         else:
             os.environ[PARENT_ENV] = previous
+
+
+def _end_run(mlflow, run_id: str, status: str) -> None:
+    """End the run; if the tracking server is gone while a stage is already failing, keep the stage's
+    own error (it says what to fix) instead of replacing it with the server's."""
+    try:
+        mlflow.end_run(status=status)
+    except Exception as e:  # noqa: BLE001
+        if status == "FINISHED":
+            raise
+        logging.getLogger(__name__).warning("could not mark MLflow run %s %s: %s", run_id, status, e)
 
 
 def _find_unfinished_child(client, experiment_id: str, parent: str, key: str) -> str | None:
@@ -187,4 +199,4 @@ def stage_run(stage: str, cfg=None, enabled: bool = True, run_name: str | None =
         yield tracker
         status = "FINISHED"
     finally:
-        mlflow.end_run(status=status)
+        _end_run(mlflow, tracker.run_id, status)

@@ -67,51 +67,57 @@ def run(cfg: RegisterConfig) -> StageResult:
 
     local = verified_model_dir(cfg.model)
     value, eval_metrics = _gate_value(cfg)
-    with Timer() as timer, tracking.stage_run("register", cfg, True, cfg.run_name or "register") as tr:
-        import mlflow
+    try:
+        with Timer() as timer, tracking.stage_run("register", cfg, True, cfg.run_name or "register") as tr:
+            import mlflow
 
-        client = MlflowClient()
-        try:
-            client.get_registered_model(cfg.model_name)
-        except MlflowException:
-            client.create_registered_model(cfg.model_name, description="Policies trained by alignpipe")
-        if storage.is_remote(cfg.model):
-            source = cfg.model
-        else:
-            mlflow.log_artifacts(str(local), artifact_path="model")
-            source = mlflow.get_artifact_uri("model")
-        lineage = base_lineage("register", cfg, model_uri=cfg.model, **cfg.lineage)
-        tags = {f"alignpipe.{k}": v for k, v in lineage.items()}
-        tags.update({f"eval.{tracking.metric_key(k)}": str(v) for k, v in eval_metrics.items()})
-        if value is not None:
-            tags.update({"alignpipe.gate_metric": cfg.gate_metric, "alignpipe.gate_value": str(value)})
-        mv = client.create_model_version(cfg.model_name, source=source, run_id=tr.run_id, tags=tags)
+            client = MlflowClient()
+            try:
+                client.get_registered_model(cfg.model_name)
+            except MlflowException:
+                client.create_registered_model(cfg.model_name, description="Policies trained by alignpipe")
+            if storage.is_remote(cfg.model):
+                source = cfg.model
+            else:
+                mlflow.log_artifacts(str(local), artifact_path="model")
+                source = mlflow.get_artifact_uri("model")
+            lineage = base_lineage("register", cfg, model_uri=cfg.model, **cfg.lineage)
+            tags = {f"alignpipe.{k}": v for k, v in lineage.items()}
+            tags.update({f"eval.{tracking.metric_key(k)}": str(v) for k, v in eval_metrics.items()})
+            if value is not None:
+                tags.update({"alignpipe.gate_metric": cfg.gate_metric, "alignpipe.gate_value": str(value)})
+            mv = client.create_model_version(cfg.model_name, source=source, run_id=tr.run_id, tags=tags)
 
-        champion_value, reason = None, ""
-        try:
-            champ = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
-            if champ.tags.get("alignpipe.gate_metric") == cfg.gate_metric:
-                champion_value = float(champ.tags.get("alignpipe.gate_value", "nan"))
-        except MlflowException:
-            champ = None
-        if value is None or math.isnan(value):
-            promoted, reason = False, "no gate metric"
-        elif not (value >= cfg.gate_threshold if cfg.higher_is_better else value <= cfg.gate_threshold):
-            promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not pass threshold {cfg.gate_threshold}"
-        elif champion_value is not None and not math.isnan(champion_value) and not _better(
-                value, champion_value, cfg.higher_is_better):
-            promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not beat champion v{champ.version} ({champion_value:.4g})"
-        else:
-            promoted, reason = True, f"{cfg.gate_metric}={value:.4g} passes {cfg.gate_threshold}" + (
-                f" and beats champion v{champ.version} ({champion_value:.4g})" if champion_value is not None else "")
-        alias = CHAMPION if promoted else CHALLENGER
-        client.set_registered_model_alias(cfg.model_name, alias, mv.version)
-        client.set_model_version_tag(cfg.model_name, mv.version, "alignpipe.gate_decision", reason)
-        metrics = {"registry/version": float(mv.version), "registry/promoted": float(promoted)}
-        if value is not None:
-            metrics[f"registry/{cfg.gate_metric}"] = value
-        tr.log_metrics(metrics)
-        tr.set_tags({"alignpipe.registered_model": f"{cfg.model_name}/{mv.version}", "alignpipe.alias": alias})
+            champion_value, reason = None, ""
+            try:
+                champ = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
+                if champ.tags.get("alignpipe.gate_metric") == cfg.gate_metric:
+                    champion_value = float(champ.tags.get("alignpipe.gate_value", "nan"))
+            except MlflowException:
+                champ = None
+            if value is None or math.isnan(value):
+                promoted, reason = False, "no gate metric"
+            elif not (value >= cfg.gate_threshold if cfg.higher_is_better else value <= cfg.gate_threshold):
+                promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not pass threshold {cfg.gate_threshold}"
+            elif champion_value is not None and not math.isnan(champion_value) and not _better(
+                    value, champion_value, cfg.higher_is_better):
+                promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not beat champion v{champ.version} ({champion_value:.4g})"
+            else:
+                promoted, reason = True, f"{cfg.gate_metric}={value:.4g} passes {cfg.gate_threshold}" + (
+                    f" and beats champion v{champ.version} ({champion_value:.4g})" if champion_value is not None else "")
+            alias = CHAMPION if promoted else CHALLENGER
+            client.set_registered_model_alias(cfg.model_name, alias, mv.version)
+            client.set_model_version_tag(cfg.model_name, mv.version, "alignpipe.gate_decision", reason)
+            metrics = {"registry/version": float(mv.version), "registry/promoted": float(promoted)}
+            if value is not None:
+                metrics[f"registry/{cfg.gate_metric}"] = value
+            tr.log_metrics(metrics)
+            tr.set_tags({"alignpipe.registered_model": f"{cfg.model_name}/{mv.version}", "alignpipe.alias": alias})
+    except MlflowException as e:
+        short = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise RegistrationError(
+            f"MLflow at {tracking.tracking_uri()} failed during registration ({short}); {cfg.model} stays "
+            "published and unregistered (re-run register once the tracking server is reachable)") from None
     lineage.update({"model_name": cfg.model_name, "version": str(mv.version), "alias": alias,
                     "promoted": str(promoted).lower(), "reason": reason, "source": source,
                     "mlflow_run_id": tr.run_id})
