@@ -102,6 +102,10 @@ def _common(task, name: str, display: str, image: str, s3_secret, mlflow_secret)
     kubernetes.use_secret_as_env(task, s3_secret, S3_OPTIONAL_KEYS, optional=True)
     kubernetes.use_secret_as_env(task, mlflow_secret, MLFLOW_REQUIRED_KEYS)
     kubernetes.use_secret_as_env(task, mlflow_secret, MLFLOW_OPTIONAL_KEYS, optional=True)
+    # MLflow lineage on the cluster: every stage of one KFP run nests under one parent run, found (or
+    # created) by the run id KFP puts on its pods; the Argo workflow name carries the pipeline name.
+    kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
+    kubernetes.use_field_path_as_env(task, "KFP_WORKFLOW_NAME", "metadata.labels['workflows.argoproj.io/workflow']")
     kubernetes.set_image_pull_policy(task, "IfNotPresent")
     kubernetes.add_pod_label(task, "app.kubernetes.io/part-of", "alignpipe")
     return task

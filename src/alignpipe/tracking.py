@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 PARENT_ENV = "ALIGNPIPE_PARENT_RUN_ID"
+KFP_RUN_ENV = "KFP_RUN_ID"  # set on pipeline pods from the `pipeline/runid` label (pipelines/common.py)
+KFP_WORKFLOW_ENV = "KFP_WORKFLOW_NAME"
+TAG_KFP_RUN = "kfp.run_id"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_STAGE = "alignpipe.stage"
 TAG_STAGE_KEY = "alignpipe.stage_key"
@@ -120,7 +123,8 @@ class Tracker:
 
 @contextlib.contextmanager
 def pipeline_run(pipeline: str, tags: dict[str, str] | None = None, enabled: bool = True) -> Iterator[Tracker]:
-    """The parent run of a pipeline run; children nest under it through ALIGNPIPE_PARENT_RUN_ID."""
+    """The parent run of a local pipeline run; children nest under it through ALIGNPIPE_PARENT_RUN_ID.
+    (On a cluster the stages find their parent by the KFP run id instead: `kfp_parent_run`.)"""
     if not enabled:
         yield Tracker(None)
         return
@@ -151,6 +155,26 @@ def _end_run(mlflow, run_id: str, status: str) -> None:
         logging.getLogger(__name__).warning("could not mark MLflow run %s %s: %s", run_id, status, e)
 
 
+def kfp_parent_run(client, experiment_id: str) -> str | None:
+    """On a cluster, the parent run of this KFP run: found by its `kfp.run_id` tag, else created.
+
+    Stages of one pipeline run are separate pods with no shared process; they meet through this tag.
+    The parent is a grouping run, marked FINISHED at creation (its children carry the work)."""
+    kfp_run = os.environ.get(KFP_RUN_ENV)
+    if not kfp_run:
+        return None
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KFP_RUN}` = '{kfp_run}' and "
+                               f"tags.`alignpipe.pipeline` != ''", max_results=1, order_by=["attributes.start_time ASC"])
+    if found:
+        return found[0].info.run_id
+    workflow = os.environ.get(KFP_WORKFLOW_ENV, "")
+    pipeline = workflow.rsplit("-", 1)[0] if "-" in workflow else (workflow or "kfp-run")
+    run = client.create_run(experiment_id, run_name=workflow or f"kfp-{kfp_run[:8]}",
+                            tags={"alignpipe.pipeline": pipeline, TAG_KFP_RUN: kfp_run, "kfp.workflow": workflow})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 def _find_unfinished_child(client, experiment_id: str, parent: str, key: str) -> str | None:
     runs = client.search_runs(
         [experiment_id],
@@ -178,7 +202,7 @@ def stage_run(stage: str, cfg=None, enabled: bool = True, run_name: str | None =
     from alignpipe.config import config_hash, flatten
 
     mlflow, exp = _setup()
-    parent = os.environ.get(PARENT_ENV)
+    parent = os.environ.get(PARENT_ENV) or kfp_parent_run(MlflowClient(), exp.experiment_id)
     key = key or stage
     tags = {TAG_STAGE: stage, TAG_STAGE_KEY: key}
     if parent:

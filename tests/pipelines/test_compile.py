@@ -114,6 +114,8 @@ def test_platform_spec(compiled, name):
         assert ("mlflow_secret", "MLFLOW_TRACKING_URI", False) in secrets
         mounts = {m["mountPath"]: m for m in k["emptyDirMounts"]}
         assert "/cache" in mounts
+        field_env = {f["name"]: f["fieldPath"] for f in k["fieldPathAsEnv"]}
+        assert field_env["KFP_RUN_ID"] == "metadata.labels['pipeline/runid']", "stages find their MLflow parent by it"
         if t in GPU_STEPS[name]:
             assert mounts["/dev/shm"]["medium"] == "Memory"
             assert k["tolerations"] == [{"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
