@@ -39,7 +39,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_storage.py
 
 clean:
 	rm -rf out .pytest_cache
