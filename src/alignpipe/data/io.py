@@ -54,12 +54,11 @@ def _local(uri: str | os.PathLike[str]) -> Path:
             return Path(storage.fetch_file(text) if is_file else storage.fetch(text))
         except DataError:
             raise
-        except storage.StorageError as exc:  # already one line naming the endpoint and the fix
-            raise DataError(f"{text}: cannot fetch: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a user-facing "cannot read"
-            raise DataError(
-                f"{text}: cannot fetch: {exc} (check the URI, that the object exists, and the S3 endpoint and credentials)"
-            ) from exc
+            # a StorageError is already one line naming the endpoint and the fix; others get the generic hint
+            hint = "" if isinstance(exc, getattr(storage, "StorageError", ())) else (
+                " (check the URI, that the object exists, and the S3 endpoint and credentials)")
+            raise DataError(f"{text}: cannot fetch: {exc}{hint}") from exc
     if text.startswith("file://"):
         text = text[len("file://") :]
     return Path(text).expanduser()
