@@ -23,8 +23,9 @@ def _metrics(path, acc):
 
 
 def _register(model, metrics, model_name="gate-test", **kw):
+    settings = {"gate_metric": "accuracy", "gate_threshold": 0.3, **kw}
     return register.run(RegisterConfig(model=model, model_name=model_name, metrics=metrics, metrics_key="rl",
-                                       gate_metric="accuracy", gate_threshold=0.3, **kw))
+                                       **settings))
 
 
 def test_gate_promotes_better_and_refuses_worse(tracking_db, sft_model):

@@ -32,10 +32,14 @@ def test_sft_loss_falls_and_output_is_published(demo_data, tmp_path, weights):
 
 @pytest.mark.parametrize("loss", ["dft", "asft"])
 def test_sft_loss_variants_learn(demo_data, tmp_path, loss):
+    # DFT's loss (-p·log p per token) starts near 0 for a random model and is not a progress measure;
+    # token accuracy on the trained tokens is.
     result = sft.run(_cfg(demo_data, tmp_path / loss, loss=loss))
-    assert result.metrics["train/loss_last"] < result.metrics["train/loss_first"]
+    acc = [h["mean_token_accuracy"] for h in result.history if "mean_token_accuracy" in h]
+    assert len(acc) >= 4 and acc[-1] > acc[0] + 0.2, acc
     if loss == "asft":
-        assert any("kl_to_initial" in h for h in result.history)
+        kl = [h["kl_to_initial"] for h in result.history if "kl_to_initial" in h]
+        assert kl and all(k >= 0 for k in kl), "the KL anchor is logged and is a divergence (>= 0)"
 
 
 def test_sft_lora_merges_adapters(demo_data, tmp_path, weights):

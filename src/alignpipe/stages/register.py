@@ -114,7 +114,9 @@ def run(cfg: RegisterConfig) -> StageResult:
             tr.log_metrics(metrics)
             tr.set_tags({"alignpipe.registered_model": f"{cfg.model_name}/{mv.version}", "alignpipe.alias": alias})
     except MlflowException as e:
-        short = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        text = " ".join(str(e).split()) or type(e).__name__
+        # keep the endpoint (start) and the root cause (end) of MLflow's long retry messages
+        short = text if len(text) <= 400 else f"{text[:150]} ... {text[-230:]}"
         raise RegistrationError(
             f"MLflow at {tracking.tracking_uri()} failed during registration ({short}); {cfg.model} stays "
             "published and unregistered (re-run register once the tracking server is reachable)") from None
