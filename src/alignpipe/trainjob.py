@@ -173,6 +173,17 @@ def _check_common(stage: str, name: str, nodes: int, gpus_per_node: int, image: 
         raise ValueError("image is required (the alignpipe GPU image, e.g. built from components/Dockerfile.gpu)")
 
 
+def _place(spec: dict[str, Any], service_account: str | None, node_selector: Mapping[str, str] | None,
+           tolerations: Sequence[Mapping[str, Any]] | None) -> None:
+    """Set the pod placement fields both job kinds share (a pod spec, or TrainJob's podSpecOverrides entry)."""
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = [dict(t) for t in tolerations]
+
+
 def trainjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, namespace: str, image: str, nodes: int,
                       gpus_per_node: int, gpu_resource: str = "nvidia.com/gpu", service_account: str | None = None,
                       secrets: Mapping[str, Mapping[str, str]] | None = None,
@@ -200,12 +211,7 @@ def trainjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, names
         trainer["env"] = env_list  # the `node` container's env can only be set here, not in podSpecOverrides
     override: dict[str, Any] = {"targetJobs": [{"name": TRAINJOB_TARGET_JOB}], "volumes": volumes,
                                 "containers": [{"name": "node", "volumeMounts": mounts}]}
-    if service_account:
-        override["serviceAccountName"] = service_account
-    if node_selector:
-        override["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        override["tolerations"] = [dict(t) for t in tolerations]
+    _place(override, service_account, node_selector, tolerations)
     return {
         "apiVersion": f"{TRAINJOB_API[0]}/{TRAINJOB_API[1]}",
         "kind": TRAINJOB_API[3],
@@ -239,12 +245,7 @@ def pytorchjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, nam
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
-    if node_selector:
-        pod_spec["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in tolerations]
+    _place(pod_spec, service_account, node_selector, tolerations)
     template = {"metadata": {"labels": _labels(stage, labels),
                              "annotations": {"sidecar.istio.io/inject": "false"}},
                 "spec": pod_spec}
