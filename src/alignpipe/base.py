@@ -1,0 +1,81 @@
+"""What every part of alignpipe shares, and nothing else: the user-error base, the stage result and
+where-am-I rank helpers.
+
+This is the leaf of the dependency graph: it imports nothing from alignpipe (and nothing heavy), so
+any module may import it. The CLI, the per-rank entry point and the component runner catch
+`UserError` — and only that — to print one line per problem and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Exit code of a run that stopped on a user error (bad config, data, model, storage, ...).
+USER_ERROR_EXIT = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad config, data, URI, credentials, settings).
+
+    Every domain error of alignpipe subclasses this. Its message is one line per problem, each naming
+    the file or field and the fix; the entry points print it without a traceback and exit 2.
+    """
+
+
+def report_user_error(e: BaseException, prefix: str = "") -> int:
+    """Print a user error as `error: ...` lines on stderr; return the exit code (2)."""
+    for line in str(e).splitlines() or [type(e).__name__]:
+        print(f"error: {prefix}{line}", file=sys.stderr, flush=True)
+    return USER_ERROR_EXIT
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: its numbers, where its output is, and where everything came from."""
+
+    stage: str
+    output: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    lineage: dict[str, str] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+
+
+# --------------------------------------------------------------------------------------------------
+# Where am I (torchrun sets these; a single process is rank 0 of 1)
+# --------------------------------------------------------------------------------------------------
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op unless a process group is up). Rank 0 calls it before publishing, so
+    that a step whose peer failed publishes nothing: torchrun stops the waiting rank instead."""
+    dist = sys.modules.get("torch.distributed")  # never import torch here: a single process needs none
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
