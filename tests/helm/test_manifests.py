@@ -1,12 +1,15 @@
-"""manifests/ (kustomize base + overlays) is a fresh render of the chart (scripts/render_manifests.py)."""
+"""manifests/ (kustomize base + overlays) is a fresh render of the chart (scripts/render_manifests.py), and the
+real kustomize (`kubectl kustomize`) builds each of them into what the chart renders."""
 
 from __future__ import annotations
+
+import os
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from helmtools import ROOT, render_manifests
+from helmtools import ROOT, kustomize_build, render_manifests
 
 MANIFESTS = ROOT / "manifests"
 
@@ -51,23 +54,51 @@ def test_base_is_valid_and_helm_free(fresh):
             assert doc["metadata"]["name"] != "alignpipe-test", "helm test Job belongs to the chart only"
 
 
-@pytest.mark.parametrize("overlay", render_manifests.OVERLAYS)
-def test_overlay_builds_to_the_chart_render(overlay):
-    """base + overlay (resources, JSON 6902 patches, $patch: delete) == the chart rendered with its values."""
-    built = render_manifests.build_overlay(MANIFESTS / "overlays" / overlay)
-    expected = render_manifests.kustomize_docs(render_manifests.load_values(
-        MANIFESTS / "values" / "base.yaml", MANIFESTS / "values" / f"{overlay}.yaml"))
+BUILDS = ["base"] + [f"overlays/{p.name}" for p in sorted((MANIFESTS / "overlays").iterdir()) if p.is_dir()]
+
+
+def values_for(build: str) -> dict:
+    files = [MANIFESTS / "values" / "base.yaml"]
+    if build != "base":
+        files.append(MANIFESTS / "values" / f"{build.split('/', 1)[1]}.yaml")
+    return render_manifests.load_values(*files)
+
+
+def test_every_overlay_is_rendered_and_built():
+    assert BUILDS == ["base"] + [f"overlays/{o}" for o in sorted(render_manifests.OVERLAYS)]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_kustomize_builds_the_chart_render(build):
+    """`kubectl kustomize manifests/<build>` (the real kustomize: resources, JSON 6902 patches, $patch: delete,
+    namespace) == the chart rendered with its values, and every resource passes the Kubernetes 1.30 schemas."""
+    built = kustomize_build(MANIFESTS / build)
+    expected = render_manifests.kustomize_docs(values_for(build))
     key = render_manifests.key_of
     assert sorted(map(key, built)) == sorted(map(key, expected))
     by_key = {key(d): d for d in built}
+    for doc in built:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+        assert doc["metadata"].get("namespace") == "kubeflow", key(doc)
     for doc in expected:
-        assert by_key[key(doc)] == doc, key(doc)
-        kubernetes_validate.validate(by_key[key(doc)], "1.30", strict=True)
+        got = {**by_key[key(doc)], "metadata": {k: v for k, v in by_key[key(doc)]["metadata"].items()
+                                                if k != "namespace"}}
+        assert got == doc, key(doc)
+
+
+def test_one_namespace_line_moves_everything(tmp_path):
+    """metadata.namespace is left to kustomization.yaml: an overlay of the base with `namespace:` moves all."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "team-a",
+        # kustomize takes a local resource as a path relative to the kustomization root
+        "resources": [os.path.relpath(MANIFESTS / "overlays" / "gpu-defaults", tmp_path)]}))
+    built = kustomize_build(tmp_path)
+    assert built and {d["metadata"]["namespace"] for d in built} == {"team-a"}
 
 
 def test_overlays_change_what_they_say():
-    ext = {render_manifests.key_of(d) for d in render_manifests.build_overlay(MANIFESTS / "overlays" / "external-s3")}
+    ext = {render_manifests.key_of(d) for d in kustomize_build(MANIFESTS / "overlays" / "external-s3")}
     assert ("apps", "StatefulSet", "alignpipe-minio") not in ext
-    gpu = render_manifests.build_overlay(MANIFESTS / "overlays" / "gpu-defaults")
+    gpu = kustomize_build(MANIFESTS / "overlays" / "gpu-defaults")
     cm = next(d for d in gpu if d["kind"] == "ConfigMap")
     assert "nvidia.com/gpu" in cm["data"]["ALIGNPIPE_GPU_TOLERATIONS"]
