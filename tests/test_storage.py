@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from alignpipe import storage
+from alignpipe.base import UserError
 from alignpipe.storage import MANIFEST_NAME, Manifest, ManifestFile, S3Settings, StorageError
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,23 +47,26 @@ def test_is_remote_and_join() -> None:
     assert storage.join("s3://b", "k") == "s3://b/k"
     assert storage.join("s3://b/k") == "s3://b/k"
     assert storage.join("/tmp/a", "b", "/c") == os.path.join("/tmp/a", "b", "c")
-    assert storage._split("s3://bucket/a/b/") == ("bucket", "a/b")
-    assert storage._split("s3://bucket") == ("bucket", "")
+    assert storage.split_uri("s3://bucket/a/b/") == ("bucket", "a/b")
+    assert storage.split_uri("s3://bucket") == ("bucket", "")
     with pytest.raises(StorageError, match="no bucket"):
-        storage._split("s3:///key")
+        storage.split_uri("s3:///key")
 
 
-def test_artifact_root_and_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert storage.artifact_root() == "out/artifacts"
+def test_default_pipeline_root_and_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert storage.default_pipeline_root() is None
+    monkeypatch.setenv("ALIGNPIPE_ARTIFACT_ROOT", "")
+    assert storage.default_pipeline_root() is None
     monkeypatch.setenv("ALIGNPIPE_ARTIFACT_ROOT", "s3://alignpipe/runs")
-    assert storage.artifact_root() == "s3://alignpipe/runs"
+    assert storage.default_pipeline_root() == "s3://alignpipe/runs"
     assert storage.cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("ALIGNPIPE_CACHE_DIR")
     assert storage.cache_dir() == Path("~/.cache/alignpipe").expanduser()
 
 
-def test_storage_error_is_one_line() -> None:
+def test_storage_error_is_one_line_user_error() -> None:
     assert str(StorageError("a\nb   c\n")) == "a b c"
+    assert issubclass(StorageError, UserError)  # the entry points print it as one line, exit 2
 
 
 # ------------------------------------------------------------------------------------------ manifest
@@ -145,7 +149,7 @@ def test_crash_mid_publish_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     src = tmp_path / "src"
     make_dir(src)
     calls = {"n": 0}
-    real = storage._copy_hashed
+    real = storage.publish.copy_hashed
 
     def flaky(a: Path, b: Path) -> ManifestFile:
         calls["n"] += 1
@@ -153,8 +157,8 @@ def test_crash_mid_publish_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
             raise OSError("disk full")
         return real(a, b)
 
-    monkeypatch.setattr(storage, "_copy_hashed", flaky)
-    monkeypatch.setattr(storage, "_workers", lambda: 1)
+    monkeypatch.setattr(storage.publish, "copy_hashed", flaky)
+    monkeypatch.setattr(storage.publish, "workers", lambda: 1)
     with pytest.raises(OSError, match="disk full"):
         storage.publish_dir(src, tmp_path / "dest")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
@@ -255,15 +259,15 @@ def _client_error(code: str, status: int) -> Exception:
 def test_transient_classification() -> None:
     from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
-    assert storage._is_transient(_client_error("SlowDown", 503))
-    assert storage._is_transient(_client_error("InternalError", 500))
-    assert storage._is_transient(_client_error("", 502))
-    assert storage._is_transient(EndpointConnectionError(endpoint_url="http://x"))
-    assert storage._is_transient(ConnectionClosedError(endpoint_url="http://x"))
-    assert storage._is_transient(ConnectionResetError())
-    assert not storage._is_transient(_client_error("AccessDenied", 403))
-    assert not storage._is_transient(_client_error("NoSuchBucket", 404))
-    assert not storage._is_transient(ValueError("x"))
+    assert storage.is_transient(_client_error("SlowDown", 503))
+    assert storage.is_transient(_client_error("InternalError", 500))
+    assert storage.is_transient(_client_error("", 502))
+    assert storage.is_transient(EndpointConnectionError(endpoint_url="http://x"))
+    assert storage.is_transient(ConnectionClosedError(endpoint_url="http://x"))
+    assert storage.is_transient(ConnectionResetError())
+    assert not storage.is_transient(_client_error("AccessDenied", 403))
+    assert not storage.is_transient(_client_error("NoSuchBucket", 404))
+    assert not storage.is_transient(ValueError("x"))
 
 
 def test_retry_backs_off_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,7 +280,7 @@ def test_retry_backs_off_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
             raise ConnectionResetError("reset by peer")
         return "ok"
 
-    assert storage._retry(s, "b", "k", "read", flaky) == "ok" and len(calls) == 3
+    assert storage.retry(s, "b", "k", "read", flaky) == "ok" and len(calls) == 3
 
     calls.clear()
 
@@ -285,16 +289,37 @@ def test_retry_backs_off_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
         raise ConnectionRefusedError("refused")
 
     with pytest.raises(StorageError, match=r"cannot reach S3 endpoint http://127.0.0.1:1 \(bucket 'b'.*after 4 attempts"):
-        storage._retry(s, "b", "k", "read", down)
+        storage.retry(s, "b", "k", "read", down)
     assert len(calls) == 4
 
     calls.clear()
     with pytest.raises(StorageError, match="refused the credentials for bucket 'b'.*AWS_ACCESS_KEY_ID"):
-        storage._retry(s, "b", "k", "read", lambda: calls.append(0) or (_ for _ in ()).throw(_client_error("InvalidAccessKeyId", 403)))
+        storage.retry(s, "b", "k", "read", lambda: calls.append(0) or (_ for _ in ()).throw(_client_error("InvalidAccessKeyId", 403)))
     assert len(calls) == 1  # never retried
 
     slow = S3Settings(max_attempts=100, backoff=0.05, backoff_max=0.05, retry_deadline=0.3)
     t = time.monotonic()
     with pytest.raises(StorageError, match="kept failing"):
-        storage._retry(slow, "b", "k", "read", lambda: (_ for _ in ()).throw(_client_error("SlowDown", 503)))
+        storage.retry(slow, "b", "k", "read", lambda: (_ for _ in ()).throw(_client_error("SlowDown", 503)))
     assert time.monotonic() - t < 1.0  # the deadline bounds it, not the attempt count
+
+
+# ------------------------------------------------------------------------------------------- imports
+
+
+def test_storage_imports_only_base_and_nothing_heavy() -> None:
+    import ast
+    import subprocess
+    import sys
+
+    pkg = Path(storage.__file__).parent
+    for path in pkg.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for m in mods:
+                assert not m.startswith("alignpipe") or m == "alignpipe.base", f"{path.name} imports {m}"
+    code = ("import sys, alignpipe.storage; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'botocore', 'boto3')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # botocore comes on the first S3 call, not on import

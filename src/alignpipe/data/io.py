@@ -1,7 +1,7 @@
 """Readers and a writer for data sets: JSON Lines, Parquet and a `datasets.save_to_disk` folder.
 
 A URI is a local path (`data/train.jsonl`, `file:///abs/train.jsonl`) or `s3://bucket/key`; S3 objects
-are fetched to a local cache by `alignpipe.storage` through the one seam `_local`.
+are fetched to a local cache by `alignpipe.storage` through the one seam `local_path`.
 
 What is read is kept with its position (1-based line of a JSONL file, row number + 1 of a table), so
 that every later problem can be reported as `PATH:LINE: ...`.
@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from alignpipe.storage import is_remote, to_path
+
 from .errors import DataError
 
-#: Suffixes that name a single file (fetched with `storage.fetch_file`); anything else under s3:// is a folder.
+#: Suffixes that name a single file (fetched with `storage.fetch_file`); any other remote URI is a folder.
 FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".pq")
 
 _PARQUET_MAGIC = b"PAR1"
@@ -41,14 +43,12 @@ class Table:
         return [record for _, record in self.rows]
 
 
-def _local(uri: str | os.PathLike[str]) -> Path:
-    """The local path holding `uri`: S3 objects are fetched first, `file://` is stripped."""
+def local_path(uri: str | os.PathLike[str]) -> Path:
+    """The local path holding `uri`: remote objects (`storage.is_remote`) are fetched first, `file://` is
+    stripped."""
     text = os.fspath(uri)
-    if text.startswith("s3://"):
-        try:
-            from alignpipe import storage  # imported lazily: data must not need S3 to read local files
-        except ImportError as exc:  # pragma: no cover - storage ships with the package
-            raise DataError(f"{text}: cannot read s3:// URIs: alignpipe.storage is not available ({exc})") from exc
+    if is_remote(text):
+        from alignpipe import storage  # looked up at call time, so a test can stand in for the object store
         is_file = text.rstrip("/").lower().endswith(FILE_SUFFIXES) and not text.endswith("/")
         try:
             return Path(storage.fetch_file(text) if is_file else storage.fetch(text))
@@ -59,16 +59,17 @@ def _local(uri: str | os.PathLike[str]) -> Path:
             hint = "" if isinstance(exc, getattr(storage, "StorageError", ())) else (
                 " (check the URI, that the object exists, and the S3 endpoint and credentials)")
             raise DataError(f"{text}: cannot fetch: {exc}{hint}") from exc
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return Path(text).expanduser()
+    return to_path(text)
+
+
+_local = local_path  # the old private name, still imported by alignpipe.steps; use local_path
 
 
 def read_table(uri: str | os.PathLike[str]) -> Table:
     """Read `uri` into a `Table`. Raises `DataError` when the file or folder cannot be read at all;
     bad lines of a JSONL file are collected in `Table.problems` instead."""
     shown = os.fspath(uri)
-    path = _local(uri)
+    path = local_path(uri)
     if not path.exists():
         raise DataError(f"{shown}: no such file or directory (check the path; data is a .jsonl or .parquet file "
                         "or a datasets.save_to_disk folder)")
