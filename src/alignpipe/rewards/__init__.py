@@ -46,6 +46,7 @@ A function outside the package needs no registration: name it by dotted path (`m
 """
 
 from . import verifiable  # noqa: F401  (registers the built-in rewards)
+from . import code  # noqa: F401  (registers code_tests: programs run in alignpipe.sandbox)
 from .combine import build, score
 from .registry import RewardFunc, get, names, register
 from .reward_model import reward_model_reward

@@ -1,0 +1,263 @@
+"""Code-execution reward: run the model's program against the row's tests, in the sandbox.
+
+`code_tests` takes the program from the completion (the last fenced ```python block, else the whole
+completion; `extract: whole` takes the completion as is) and the row's `tests` column, either
+
+* Python source with `assert`s, run after the program in the same interpreter (each top-level `assert`,
+  with the statements before it, is one test), or
+* stdin/stdout cases: a list of `{"stdin": ..., "stdout": ...}` (or `input`/`output`), or APPS-style
+  `{"inputs": [...], "outputs": [...]}`, or the same as a JSON string; the program's stdout is compared
+  with the expected one after whitespace normalisation (blank lines dropped, runs of spaces collapsed).
+
+It returns the fraction of tests passed (1.0/0.0 with `all_or_nothing: true`), or None for a row with no
+tests. Every execution runs in `alignpipe.sandbox` (or the reward service, `service: URL`).
+
+An assert test only counts when the grader's own markers are seen: after each assert the harness writes
+`<nonce> <i> <ok>` and after the last one `<nonce> END` straight to fd 1, with a random nonce made per run on
+the grader's side (not in the program's text, not guessable). So `sys.exit(0)`/`os._exit(0)` before the
+asserts, patching `print`/`exec`/`AssertionError`/`sys.stdout`, or printing "all tests passed" earn
+nothing. (A program that inspects the harness's own frames can find the nonce: the in-process harness is
+not a boundary against a program written to attack this harness; see docs/code-rewards.md.)
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import re
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..sandbox import Limits, Result, default_sandbox
+from .registry import register
+from .text import completion_text
+
+log = logging.getLogger(__name__)
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_EXTRACT = ("last_block", "whole")
+
+HARNESS = r'''
+def _alignpipe_harness(_w=__import__("os").write, _exec=exec, _compile=compile, _E=Exception, _enum=enumerate):
+    _n = {nonce!r}
+    _p = _compile({program!r}, "solution.py", "exec")
+    _t = [_compile(s, "tests.py", "exec") for s in {tests!r}]
+    _g = {{"__name__": "__main__", "__builtins__": __builtins__}}
+    _exec(_p, _g)
+    for _i, _c in _enum(_t):
+        try:
+            _exec(_c, _g)
+            _ok = 1
+        except _E:
+            _ok = 0
+        _w(1, ("\n%s %d %d\n" % (_n, _i, _ok)).encode())
+    _w(1, ("\n%s END\n" % _n).encode())
+_alignpipe_harness()
+del _alignpipe_harness
+'''
+
+
+def extract_program(text: str, extract: str = "last_block") -> str:
+    """The program in a completion: the last fenced block tagged python/py (else the last untagged fenced
+    block, else the whole text); `extract="whole"` returns the text unchanged."""
+    if extract == "whole":
+        return text
+    blocks = _FENCE.findall(text)
+    python = [body for lang, body in blocks if lang.lower() in ("python", "py", "python3")]
+    if python:
+        return python[-1]
+    plain = [body for lang, body in blocks if not lang]
+    return plain[-1] if plain else text
+
+
+def split_asserts(source: str) -> list[str]:
+    """Assert-style tests as one source chunk per top-level `assert` (with the statements before it;
+    statements after the last assert join the last chunk). Raises ValueError for invalid Python."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise ValueError(f"reward 'code_tests': the tests are not valid Python ({exc.msg}, line {exc.lineno})") from None
+    chunks: list[list[ast.stmt]] = [[]]
+    for stmt in tree.body:
+        chunks[-1].append(stmt)
+        if isinstance(stmt, ast.Assert):
+            chunks.append([])
+    if not chunks[-1]:
+        chunks.pop()
+    elif len(chunks) > 1:
+        chunks[-2].extend(chunks.pop())
+    return [ast.unparse(ast.Module(body=c, type_ignores=[])) for c in chunks if c]
+
+
+def parse_tests(tests: Any) -> tuple[str, list] | None:
+    """(`"asserts"`, [chunk, ...]) or (`"stdio"`, [(stdin, stdout), ...]), or None when there are none."""
+    if tests is None:
+        return None
+    if isinstance(tests, (bytes, bytearray)):
+        tests = tests.decode()
+    if isinstance(tests, str):
+        stripped = tests.strip()
+        if not stripped:
+            return None
+        if stripped[0] in "[{":
+            try:
+                tests = json.loads(stripped)
+            except json.JSONDecodeError:
+                pass  # Python source that starts with a list/dict literal
+        if isinstance(tests, str):
+            chunks = split_asserts(tests)
+            return ("asserts", chunks) if chunks else None
+    if isinstance(tests, dict):
+        if "inputs" in tests and "outputs" in tests:
+            tests = [{"stdin": i, "stdout": o} for i, o in zip(tests["inputs"], tests["outputs"])]
+        else:
+            tests = [tests]
+    cases = []
+    for case in list(tests):
+        if not isinstance(case, dict):
+            raise ValueError(f"reward 'code_tests': a stdin/stdout test must be a mapping, got {case!r:.80}")
+        stdin = case.get("stdin", case.get("input", ""))
+        if "stdout" in case or "output" in case:
+            stdout = case.get("stdout", case.get("output"))
+        else:
+            raise ValueError(f"reward 'code_tests': test {case!r:.80} has no 'stdout' (expected output)")
+        cases.append(("" if stdin is None else str(stdin), "" if stdout is None else str(stdout)))
+    return ("stdio", cases) if cases else None
+
+
+def normalise_output(text: str) -> list[str]:
+    """Lines with whitespace runs collapsed and ends stripped; blank lines dropped."""
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+
+
+def harness_source(program: str, chunks: list[str], nonce: str) -> str:
+    return HARNESS.format(nonce=nonce, program=program, tests=list(chunks))
+
+
+def score_asserts(result: Result, nonce: str, n: int) -> list[bool]:
+    """Which asserts passed, from the harness's markers; all False unless END was seen and the run ended
+    cleanly (exit 0, within its limits)."""
+    passed = [False] * n
+    if not result.ok:
+        return passed
+    lines = result.stdout.decode("utf-8", "replace").splitlines()
+    if f"{nonce} END" not in lines:
+        return passed
+    for i in range(n):
+        passed[i] = f"{nonce} {i} 1" in lines
+    return passed
+
+
+def _run_row(program: str, parsed: tuple[str, list], limits: Limits, runner: Any) -> list[bool]:
+    kind, tests = parsed
+    if kind == "asserts":
+        nonce = secrets.token_hex(16)
+        result = runner(harness_source(program, tests, nonce), b"", limits)
+        return score_asserts(result, nonce, len(tests))
+    out = []
+    for stdin, expected in tests:
+        result = runner(program, stdin.encode(), limits)
+        out.append(result.ok and normalise_output(result.stdout.decode("utf-8", "replace")) == normalise_output(expected))
+    return out
+
+
+def _check_code_options(
+    time_limit: float = 5.0,
+    memory_mb: int = 512,
+    max_output_bytes: int = 1 << 20,
+    concurrency: int = 4,
+    all_or_nothing: bool = False,
+    extract: str = "last_block",
+    service: str | None = None,
+    service_token: str | None = None,
+    service_retries: int = 3,
+    service_timeout: float = 300.0,
+) -> Limits:
+    if extract not in _EXTRACT:
+        raise ValueError(f"reward 'code_tests': extract {extract!r} is not one of {', '.join(_EXTRACT)}")
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"reward 'code_tests': concurrency must be an integer >= 1, got {concurrency!r}")
+    if service is not None and not re.match(r"^https?://", str(service)):
+        raise ValueError(f"reward 'code_tests': service {service!r} must be an http(s):// URL")
+    limits = Limits(wall_s=float(time_limit), memory_mb=int(memory_mb), output_bytes=int(max_output_bytes))
+    try:
+        return limits.check()
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"reward 'code_tests': {exc}") from None
+
+
+@register("code_tests")
+def code_tests_reward(
+    prompts: list,
+    completions: list,
+    tests: list | None = None,
+    time_limit: float = 5.0,
+    memory_mb: int = 512,
+    max_output_bytes: int = 1 << 20,
+    concurrency: int = 4,
+    all_or_nothing: bool = False,
+    extract: str = "last_block",
+    service: str | None = None,
+    service_token: str | None = None,
+    service_retries: int = 3,
+    service_timeout: float = 300.0,
+    **kwargs: Any,
+) -> list[float | None]:
+    """Fraction of the row's `tests` the completion's program passes (1.0/0.0 with `all_or_nothing`);
+    None for a row without tests. Runs in the sandbox (`alignpipe.sandbox`) with `time_limit` seconds
+    (wall and CPU) per execution, `memory_mb` of address space and `max_output_bytes` of captured output,
+    `concurrency` executions at a time; or on the reward service at `service` (token from `service_token`
+    or the ALIGNPIPE_REWARD_TOKEN environment variable)."""
+    limits = _check_code_options(time_limit, memory_mb, max_output_bytes, concurrency, all_or_nothing, extract,
+                                 service, service_token, service_retries, service_timeout)
+    if tests is None:
+        raise ValueError(
+            "reward 'code_tests' needs the 'tests' column in the data set (assert source or stdin/stdout cases); "
+            "add 'tests' to the prompts file or remove 'code_tests' from rewards"
+        )
+    tests = list(tests)
+    if len(tests) != len(completions):
+        raise ValueError(f"reward 'code_tests': got {len(tests)} 'tests' values for {len(completions)} completions")
+    parsed = [parse_tests(t) for t in tests]
+    programs = [extract_program(completion_text(c), extract) for c in completions]
+    if service:
+        from ..sandbox.service import run_remote
+
+        passed = run_remote(service, programs, parsed, limits, token=service_token or os.environ.get("ALIGNPIPE_REWARD_TOKEN"),
+                            retries=service_retries, timeout=service_timeout)
+    else:
+        passed = run_local(programs, parsed, limits, concurrency)
+    out: list[float | None] = []
+    for p, ok in zip(parsed, passed):
+        if p is None or not ok:
+            out.append(None)
+        elif all_or_nothing:
+            out.append(float(all(ok)))
+        else:
+            out.append(sum(ok) / len(ok))
+    return out
+
+
+code_tests_reward.check_options = _check_code_options  # type: ignore[attr-defined]  # called by build()
+
+
+def run_local(programs: list[str], parsed: list, limits: Limits, concurrency: int = 4) -> list[list[bool]]:
+    """Pass/fail per test per row, every execution in the local sandbox, `concurrency` at a time."""
+    sandbox = default_sandbox()  # refuses (SandboxUnavailable) when no layer works
+    runner = sandbox.run
+    jobs: list[tuple[int, tuple[str, list]]] = []
+    for i, p in enumerate(parsed):
+        if p is None:
+            continue
+        if p[0] == "stdio":  # one job per case so they spread over the pool
+            jobs += [(i, ("stdio", [case])) for case in p[1]]
+        else:
+            jobs.append((i, p))
+    results: list[list[bool]] = [[] for _ in parsed]
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="code-tests") as pool:
+        for (i, _), ok in zip(jobs, pool.map(lambda job: _run_row(programs[job[0]], job[1], limits, runner), jobs)):
+            results[i].extend(ok)
+    return results

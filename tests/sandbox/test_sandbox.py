@@ -1,0 +1,399 @@
+"""The sandbox against an adversarial corpus, on every layer that works here.
+
+Each hostile program must: end within its limits, leave no process behind, change no file outside its
+temp dir, make no connection to a listener the test opens on 127.0.0.1, and leak no planted secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from alignpipe.base import UserError
+from alignpipe.sandbox import Limits, Sandbox, SandboxUnavailable
+from alignpipe.sandbox import core
+
+FAST = Limits(wall_s=1.5, memory_mb=256, nproc=16, output_bytes=64 << 10)
+
+
+def _layer_or_skip(layer: str) -> Sandbox:
+    try:
+        return Sandbox(layer)
+    except SandboxUnavailable as exc:
+        pytest.skip(f"layer {layer} does not work here: {exc}")
+
+
+@pytest.fixture(scope="module", params=["bubblewrap", "namespaces"])
+def sandbox(request) -> Sandbox:
+    return _layer_or_skip(request.param)
+
+
+def _procs_with(token: bytes) -> list[int]:
+    """PIDs (other than ours) whose command line contains `token`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if token in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _no_sandbox_process_left() -> None:
+    deadline = time.monotonic() + 3
+    while _procs_with(b"def _readall(fd)") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _procs_with(b"def _readall(fd)") == [], "a sandboxed process outlived its run"
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that records every connection made to it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
+def _run(sandbox: Sandbox, source: str, stdin: bytes = b"", limits: Limits = FAST):
+    start = time.monotonic()
+    result = sandbox.run(textwrap.dedent(source), stdin, limits)
+    elapsed = time.monotonic() - start
+    assert elapsed < limits.wall_s + 3, f"run took {elapsed:.1f}s, limit {limits.wall_s}s"
+    _no_sandbox_process_left()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# programs that must work
+# --------------------------------------------------------------------------------------------------
+
+
+def test_runs_a_program_with_stdin(sandbox):
+    result = _run(sandbox, "import sys\nprint(sum(map(int, sys.stdin.read().split())))\n", b"3 4 5\n")
+    assert result.ok, result
+    assert result.stdout == b"12\n"
+
+
+def test_temp_dir_is_writable_and_private(sandbox):
+    result = _run(sandbox, """
+        import os
+        open("scratch.txt", "w").write("x" * 1000)
+        print(os.path.getsize("scratch.txt"), os.getcwd() == os.environ["HOME"])
+    """)
+    assert result.ok, result.stderr
+    assert result.stdout.split()[0] == b"1000"
+    assert result.stdout.split()[1] == b"True"
+
+
+def test_slow_program_within_its_limit_passes(sandbox):
+    result = _run(sandbox, "import time\ntime.sleep(1.0)\nprint('done')\n", limits=Limits(wall_s=2.0))
+    assert result.ok and result.stdout == b"done\n", result
+
+
+def test_environment_is_scrubbed(sandbox, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-aws")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "s3cr3t-mlflow")
+    result = _run(sandbox, "import os\nprint(sorted(os.environ))\n")
+    assert result.ok
+    names = eval(result.stdout)  # noqa: S307 - a list literal we printed
+    assert set(names) <= {"PATH", "HOME", "LANG", "PYTHONIOENCODING", "PWD"}
+
+
+# --------------------------------------------------------------------------------------------------
+# the adversarial corpus
+# --------------------------------------------------------------------------------------------------
+
+
+def test_infinite_loop_is_stopped(sandbox):
+    result = _run(sandbox, "while True:\n    pass\n")
+    assert not result.ok and (result.timed_out or result.signal)
+
+
+def test_busy_loop_ignoring_sigterm_is_killed(sandbox):
+    result = _run(sandbox, """
+        import signal
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
+            signal.signal(s, signal.SIG_IGN)
+        while True:
+            pass
+    """)
+    assert not result.ok
+
+
+def test_fork_bomb_is_contained(sandbox):
+    result = _run(sandbox, """
+        import os
+        n = 0
+        while True:
+            try:
+                if os.fork() == 0:
+                    while True:
+                        pass
+                n += 1
+            except OSError:
+                pass
+    """)
+    assert not result.ok
+
+
+def test_process_limit_holds(sandbox):
+    result = _run(sandbox, """
+        import os, time
+        n = 0
+        for _ in range(200):
+            try:
+                if os.fork() == 0:
+                    time.sleep(5)
+                    os._exit(0)
+                n += 1
+            except OSError:
+                break
+        print(n, flush=True)
+        os._exit(0)
+    """, limits=Limits(wall_s=3, nproc=8))
+    assert int(result.stdout) < 8, result
+
+
+def test_memory_bomb_is_refused(sandbox):
+    result = _run(sandbox, """
+        chunks = []
+        while True:
+            chunks.append(bytearray(50 << 20))
+    """)
+    assert not result.ok
+    assert b"MemoryError" in result.stderr or result.signal
+
+
+def test_huge_stdout_is_cut_quickly(sandbox):
+    limits = Limits(wall_s=10, output_bytes=64 << 10)
+    start = time.monotonic()
+    result = _run(sandbox, "while True:\n    print('x' * 10000)\n", limits=limits)
+    assert result.output_exceeded and not result.ok
+    assert len(result.stdout) <= 64 << 10
+    assert time.monotonic() - start < 5
+
+
+def test_cannot_write_outside_its_temp_dir(sandbox, tmp_path):
+    grader = tmp_path / "grader"
+    grader.mkdir()
+    tests_file = grader / "tests.py"
+    tests_file.write_text("assert solve() == 42\n")
+    before = tests_file.stat().st_mtime_ns, tests_file.read_text()
+    token = secrets.token_hex(6)
+    targets = [str(tests_file), str(grader / f"expected-{token}.txt"), f"/tmp/pwned-{token}",
+               os.path.join(os.getcwd(), f"pwned-{token}"), f"/root/pwned-{token}", f"/var/tmp/pwned-{token}"]
+    result = _run(sandbox, f"""
+        import os
+        for path in {targets!r}:
+            for mode in ("w", "a"):
+                try:
+                    with open(path, mode) as f:
+                        f.write("pass\\n")
+                    print("WROTE", path)
+                except OSError as e:
+                    print("refused", path, type(e).__name__)
+            try:
+                os.unlink(path)
+                print("UNLINKED", path)
+            except OSError:
+                pass
+    """)
+    # (bubblewrap's /tmp is the run's own tmpfs, so a write there is allowed: the host's /tmp is untouched)
+    assert b"WROTE " + str(tests_file).encode() not in result.stdout, result.stdout
+    assert (tests_file.stat().st_mtime_ns, tests_file.read_text()) == before
+    for path in targets[1:]:
+        assert not os.path.exists(path), path
+
+
+def test_planted_secret_does_not_leak(sandbox, tmp_path, monkeypatch):
+    secret = "planted-" + secrets.token_hex(12)
+    monkeypatch.setenv("ALIGNPIPE_TEST_SECRET", secret)
+    secret_file = tmp_path / "credentials"
+    secret_file.write_text(secret)
+    secret_file.chmod(0o600)
+    result = _run(sandbox, f"""
+        import os, glob
+        print(dict(os.environ))
+        for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline") + [{str(secret_file)!r}, "/proc/1/environ"]:
+            try:
+                print(path, open(path, "rb").read())
+            except OSError as e:
+                print(path, type(e).__name__)
+        try:
+            print(open("/proc/%d/environ" % os.getppid(), "rb").read())
+        except OSError as e:
+            print("ppid", type(e).__name__)
+    """)
+    assert secret.encode() not in result.stdout + result.stderr
+
+
+def test_no_connection_to_a_local_listener(sandbox, listener):
+    result = _run(sandbox, f"""
+        import socket
+        for host in ("127.0.0.1", "localhost", "::1"):
+            try:
+                socket.create_connection((host, {listener.port}), timeout=0.5)
+                print("CONNECTED", host)
+            except OSError as e:
+                print("no", host, type(e).__name__)
+        print(sorted(n for _, n in socket.if_nameindex()))
+    """)
+    time.sleep(0.2)
+    assert listener.connections == 0
+    assert b"CONNECTED" not in result.stdout
+
+
+def test_detached_grandchild_dies_with_the_run(sandbox, tmp_path, listener):
+    token = "grandchild-" + secrets.token_hex(6)
+    marker = tmp_path / "grandchild-acted"
+    result = _run(sandbox, f"""
+        import os, sys, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                # detached: try to act after the program ended, then linger under a recognisable name
+                code = ("import time, socket\\n"
+                        "time.sleep(1.0)\\n"
+                        "open({str(marker)!r}, 'w').write('acted')\\n")
+                try:
+                    os.execv(sys.executable, [sys.executable, "-c", code + "time.sleep(60)", {token!r}])
+                finally:
+                    os._exit(0)
+            os._exit(0)
+        time.sleep(0.2)
+        print("parent done", flush=True)
+    """, limits=Limits(wall_s=5))
+    assert result.ok and b"parent done" in result.stdout, result
+    time.sleep(1.5)
+    assert _procs_with(token.encode()) == []
+    assert not marker.exists()
+    assert listener.connections == 0
+
+
+def test_killing_everything_it_can_does_not_reach_the_grader(sandbox):
+    result = _run(sandbox, """
+        import os, signal
+        for target in (-1, 1, os.getppid()):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except OSError as e:
+                print(target, type(e).__name__)
+    """)
+    assert not result.ok or result.exit_code == 0  # whatever it did, we are still here
+
+
+def test_grader_data_is_not_visible(sandbox):
+    # the program, its tests and the configuration travel over a pipe, never through a file it can see
+    result = _run(sandbox, """
+        import os
+        print(os.listdir("."), sorted(os.listdir("/proc/self/fd")))
+    """)
+    assert result.ok, result.stderr
+    assert result.stdout.startswith(b"[]")
+
+
+# --------------------------------------------------------------------------------------------------
+# choosing a layer, refusing without one
+# --------------------------------------------------------------------------------------------------
+
+
+def test_refuses_with_one_line_when_no_layer_works(monkeypatch):
+    monkeypatch.setenv("ALIGNPIPE_BWRAP", "/nonexistent/bwrap")
+    with pytest.raises(SandboxUnavailable) as info:
+        Sandbox("auto", python="/bin/false")
+    assert isinstance(info.value, UserError)
+    message = str(info.value)
+    assert "\n" not in message and "bubblewrap" in message and "refusing" in message
+
+
+def test_startup_line_names_the_layer(caplog, monkeypatch):
+    monkeypatch.setattr(core.Sandbox, "_probed", {})
+    with caplog.at_level(logging.INFO, logger="alignpipe.sandbox.core"):
+        box = Sandbox("auto")
+    assert any("sandbox: layer" in r.getMessage() and box.layer in r.getMessage() for r in caplog.records)
+
+
+def test_bad_limits_are_user_errors(sandbox):
+    with pytest.raises(UserError, match="wall_s"):
+        sandbox.run("print(1)", limits=Limits(wall_s=0))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root (to become an unprivileged user), setpriv and /usr/bin/python3")
+def test_works_unprivileged():
+    """Both layers also work for an ordinary user (user namespaces), not only as root."""
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="alignpipe-unpriv-"))  # pytest's tmp dirs are 0700 (root only)
+    bwrap = core._find_bwrap()
+    src = Path(core.__file__).resolve().parents[2]
+    script = tmp_path / "unpriv.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from alignpipe.sandbox import Sandbox, SandboxUnavailable
+        for layer in ("bubblewrap", "namespaces"):
+            try:
+                box = Sandbox(layer, python="/usr/bin/python3")
+            except SandboxUnavailable as e:
+                print(layer, "unavailable", e)
+                continue
+            r = box.run("import os, socket\\nprint(os.getuid(), len(socket.if_nameindex()))\\n"
+                        "open('/etc/x', 'w') if False else None")
+            print(layer, r.ok, r.stdout.decode().strip())
+    """))
+    tmp_path.chmod(0o755)
+    script.chmod(0o644)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(src), "HOME": "/tmp"}
+    if bwrap:
+        env["ALIGNPIPE_BWRAP"] = bwrap
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                           str(script)], capture_output=True, text=True, env=env, timeout=60)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert lines.get("namespaces", "").startswith("True 65534 1"), proc.stdout
+    if bwrap and os.access(bwrap, os.X_OK):
+        assert lines.get("bubblewrap", "").startswith("True 65534 1"), proc.stdout
