@@ -6,7 +6,7 @@ tests/helm checks that they agree, so change them here and there together.
 
 from __future__ import annotations
 
-import os
+from alignpipe import settings
 
 #: Container image that runs every component. Overridden at compile time (`alignpipe compile --image`)
 #: or with ALIGNPIPE_IMAGE. Pinned tag, never `latest`.
@@ -22,4 +22,8 @@ PIPELINE_SERVICE_ACCOUNT = "alignpipe-pipeline-runner"
 
 
 def image() -> str:
-    return os.environ.get("ALIGNPIPE_IMAGE", DEFAULT_IMAGE)
+    return settings.current().image  # default: DEFAULT_IMAGE
+
+
+def gpu_image() -> str:
+    return settings.current().gpu_image  # default: DEFAULT_GPU_IMAGE

@@ -19,6 +19,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
+from alignpipe import settings
+
 PARENT_ENV = "ALIGNPIPE_PARENT_RUN_ID"
 KFP_RUN_ENV = "KFP_RUN_ID"  # set on pipeline pods from the `pipeline/runid` label (pipelines/common.py)
 KFP_WORKFLOW_ENV = "KFP_WORKFLOW_NAME"
@@ -29,21 +31,22 @@ TAG_STAGE_KEY = "alignpipe.stage_key"
 
 
 def tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    workdir = Path(os.environ.get("ALIGNPIPE_WORKDIR", os.getcwd())).resolve()
+    s = settings.current()
+    if s.mlflow_tracking_uri:
+        return s.mlflow_tracking_uri
+    workdir = s.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
 def experiment_name() -> str:
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME", "alignpipe")
+    return settings.current().mlflow_experiment_name
 
 
 def git_sha() -> str | None:
-    if os.environ.get("ALIGNPIPE_GIT_SHA"):
-        return os.environ["ALIGNPIPE_GIT_SHA"]
+    sha = settings.current().git_sha
+    if sha:
+        return sha
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -160,14 +163,15 @@ def kfp_parent_run(client, experiment_id: str) -> str | None:
 
     Stages of one pipeline run are separate pods with no shared process; they meet through this tag.
     The parent is a grouping run, marked FINISHED at creation (its children carry the work)."""
-    kfp_run = os.environ.get(KFP_RUN_ENV)
+    s = settings.current()
+    kfp_run = s.kfp_run_id
     if not kfp_run:
         return None
     found = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KFP_RUN}` = '{kfp_run}' and "
                                f"tags.`alignpipe.pipeline` != ''", max_results=1, order_by=["attributes.start_time ASC"])
     if found:
         return found[0].info.run_id
-    workflow = os.environ.get(KFP_WORKFLOW_ENV, "")
+    workflow = s.kfp_workflow_name or ""
     pipeline = workflow.rsplit("-", 1)[0] if "-" in workflow else (workflow or "kfp-run")
     run = client.create_run(experiment_id, run_name=workflow or f"kfp-{kfp_run[:8]}",
                             tags={"alignpipe.pipeline": pipeline, TAG_KFP_RUN: kfp_run, "kfp.workflow": workflow})
@@ -192,7 +196,7 @@ def stage_run(stage: str, cfg=None, enabled: bool = True, run_name: str | None =
               key: str | None = None) -> Iterator[Tracker]:
     """A child run for one stage (a top-level run when there is no parent). Only rank 0 of a
     multi-process run tracks."""
-    from alignpipe.distributed import is_main_process
+    from alignpipe.base import is_main_process
 
     if not enabled or not is_main_process():
         yield Tracker(None)
@@ -202,7 +206,7 @@ def stage_run(stage: str, cfg=None, enabled: bool = True, run_name: str | None =
     from alignpipe.config import config_hash, flatten
 
     mlflow, exp = _setup()
-    parent = os.environ.get(PARENT_ENV) or kfp_parent_run(MlflowClient(), exp.experiment_id)
+    parent = settings.current().parent_run_id or kfp_parent_run(MlflowClient(), exp.experiment_id)
     key = key or stage
     tags = {TAG_STAGE: stage, TAG_STAGE_KEY: key}
     if parent:
