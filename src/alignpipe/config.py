@@ -222,8 +222,21 @@ class PreferenceConfig(_Stage):
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
 
 
+class LmEvalSettings(_Strict):
+    """Standard benchmarks through lm-evaluation-harness (extra `eval`), run offline on local task files."""
+
+    tasks: list[str] = Field(min_length=1, description="lm-eval task names defined by YAML files in include_path.")
+    include_path: str | None = Field(None, description="Folder (or s3:// prefix) of task YAML files and their local "
+                                     "JSONL/Parquet data (default: the example tasks shipped with alignpipe).")
+    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples per prompt (default: the task's own).")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N documents of each task.")
+    batch_size: int = Field(8, ge=1)
+
+
 class EvaluateConfig(_Strict):
-    """Generate on an eval set and score: accuracy, pass@k, maj@k, reward-model score, length, diversity."""
+    """Generate on an eval set and score: accuracy, pass@k, maj@k, reward-model score, length, diversity,
+    KL to a reference, token efficiency, CoT consistency; deltas against the baseline and the previous
+    model with paired bootstrap CIs; optional forgetting sets and lm-eval benchmarks."""
 
     stage: Literal["evaluate"] = "evaluate"
     models: dict[str, str] = Field(description="Models to compare, name -> dir/URI (e.g. {base: ..., sft: ..., rl: ...}).")
@@ -233,6 +246,8 @@ class EvaluateConfig(_Strict):
                                       description="Verifiable rewards; accuracy = share of greedy answers whose summed reward >= 1.")
     reward_model: str | None = Field(None, description="Reward model for the mean RM score (optional).")
     k: int = Field(1, ge=1, description="Samples per prompt for pass@k / maj@k (1: greedy only).")
+    n: int | None = Field(None, ge=1, description="Samples drawn per prompt for the unbiased pass@k estimator and "
+                          "maj@k (>= k; default k).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the k samples.")
     max_new_tokens: int = Field(64, ge=1)
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N prompts.")
@@ -240,8 +255,38 @@ class EvaluateConfig(_Strict):
     seed: int = 0
     backend: Literal["auto", "hf", "vllm"] = Field("auto", description="`auto`: vLLM when installed and a GPU is present, else HF generate.")
     trust_remote_code: bool = False
+    baseline: str | None = Field(None, description="Model (a key of models) every delta is taken against (default: "
+                                 "the first); each model is also compared with the one listed before it.")
+    bootstrap_resamples: int = Field(1000, ge=0, description="Paired bootstrap resamples over prompts for the CIs (0: no CIs).")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the bootstrap intervals.")
+    kl: bool = Field(True, description="KL(model || kl_reference) per token and per sequence, and mean token "
+                     "entropy, on each model's own samples (HF forward passes).")
+    kl_reference: str | None = Field(None, description="Reference for KL: a key of models or a model URI (default: baseline).")
+    forgetting_data: dict[str, str] = Field(default_factory=dict, description="Other-domain eval sets, name -> prompts "
+                                            "file with `answer`: scored for every model, deltas show forgetting.")
+    cot_reasoning_pattern: str = Field(r"<think>(.*?)</think>", description="Regex of a reasoning block (group 1: "
+                                       "the reasoning) for CoT-answer consistency.")
+    cot_answer_pattern: str = Field(r"(?:answer\s+is|answer\s*:|=)\s*\$?\\?(?:boxed\{)?([^\s$}]+)",
+                                    description="Regex of the answer stated in the reasoning (last match, group 1).")
+    lm_eval: LmEvalSettings | None = Field(None, description="Standard benchmarks through lm-eval (extra `eval`).")
     tracking: bool = True
     run_name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_eval(self) -> "EvaluateConfig":
+        import re
+
+        if self.n is not None and self.n < self.k:
+            raise ValueError(f"n ({self.n}) must be >= k ({self.k}): pass@k needs at least k samples per prompt "
+                             f"(set n: {self.k} or more, or unset n)")
+        if self.baseline is not None and self.baseline not in self.models:
+            raise ValueError(f"baseline {self.baseline!r} is not a key of models (one of: {', '.join(self.models)})")
+        for field in ("cot_reasoning_pattern", "cot_answer_pattern"):
+            try:
+                re.compile(getattr(self, field))
+            except re.error as e:
+                raise ValueError(f"{field}: not a valid regular expression ({e})") from None
+        return self
 
 
 class RegisterConfig(_Strict):
@@ -255,6 +300,9 @@ class RegisterConfig(_Strict):
     gate_metric: str = Field("accuracy", description="Metric that decides promotion.")
     gate_threshold: float = Field(0.0, description="Promote only if gate_metric >= this ...")
     higher_is_better: bool = Field(True, description="... and better than the current champion.")
+    gate_on: Literal["value", "ci_low"] = Field("value", description="`value`: the metric itself must pass; `ci_low`: "
+                                                "the conservative end of its bootstrap CI (the lower bound, or the "
+                                                "upper one when lower is better) must pass and beat the champion's.")
     lineage: dict[str, str] = Field(default_factory=dict, description="Extra lineage tags (data digests, parent model, ...).")
     tracking: bool = True
     run_name: str | None = None

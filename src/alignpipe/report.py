@@ -82,7 +82,8 @@ _CSS = ("body{font-family:sans-serif;margin:16px;color:#222}table{border-collaps
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
         "td:first-child,th:first-child{text-align:left}svg{margin:4px;border:1px solid #eee}"
         "svg text{font-size:11px;fill:#444}svg .t{font-size:13px;fill:#222}.ax{stroke:#888}"
-        ".l{fill:none;stroke:#1f6fb4;stroke-width:1.6}.d circle{fill:#1f6fb4}code{background:#f6f6f6}")
+        ".l{fill:none;stroke:#1f6fb4;stroke-width:1.6}.d circle{fill:#1f6fb4}code{background:#f6f6f6}"
+        "td.real{font-weight:bold}")
 
 
 def _kv_table(rows: dict[str, Any]) -> str:
@@ -96,13 +97,93 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _eval_table(models: dict[str, dict]) -> str:
-    cols = sorted({c for m in models.values() for c in m})
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+def _with_ci(value: Any, ci: Any) -> str:
+    if not _finite(value):
+        return "-"
+    text = f"{value:.4g}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_finite(c) for c in ci):
+        text += f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+    return text
+
+
+def _eval_table(models: dict[str, dict], ci: dict[str, dict] | None = None) -> str:
+    """One row per metric, one column per model: value [CI low, CI high]."""
+    ci = ci or {}
+    names = list(models)
+    metrics = sorted({c for m in models.values() for c in m})
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_fmt(m[c]) if c in m else '-'}</td>" for c in cols) + "</tr>"
-        for name, m in models.items())
-    return f"<table><tr><th>model</th>{head}</tr>{rows}</table>"
+        f"<tr><td>{html.escape(c)}</td>" + "".join(
+            f"<td>{html.escape(_with_ci(models[n].get(c), ci.get(n, {}).get(c)))}</td>" for n in names) + "</tr>"
+        for c in metrics)
+    return f"<table><tr><th>metric</th>{head}</tr>{rows}</table>"
+
+
+def _delta_table(deltas: dict[str, dict], confidence: float = 0.95) -> str:
+    """One row per metric, one column per comparison (`rl - base`): delta [CI]; a CI that excludes 0
+    is marked (bold: the difference is real at this confidence)."""
+    pairs = [(name, ref) for name, refs in deltas.items() for ref in refs]
+    if not pairs:
+        return ""
+    metrics = sorted({m for name, ref in pairs for m in deltas[name][ref]})
+    head = "".join(f"<th>{html.escape(f'{n} − {r}')}</th>" for n, r in pairs)
+    body = []
+    for m in metrics:
+        cells = []
+        for n, r in pairs:
+            d = deltas[n][r].get(m)
+            if not d or not _finite(d.get("delta")):
+                cells.append("<td>-</td>")
+                continue
+            text = f"{d['delta']:+.4g}"
+            lo, hi = d.get("ci_low"), d.get("ci_high")
+            real = _finite(lo) and _finite(hi) and (lo > 0 or hi < 0)
+            if _finite(lo) and _finite(hi):
+                text += f" [{lo:+.3g}, {hi:+.3g}]"
+            cells.append(f"<td class='{'real' if real else ''}'>{html.escape(text)}</td>")
+        body.append(f"<tr><td>{html.escape(m)}</td>{''.join(cells)}</tr>")
+    note = (f"<p>Paired bootstrap over prompts, {confidence:.0%} intervals; "
+            "<b>bold</b>: the interval excludes 0.</p>")
+    return f"<h2>Deltas</h2>{note}<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
+
+
+def svg_intervals(rows: list[tuple[str, float, float, float]], title: str, width: int = 420,
+                  row_h: int = 22) -> str:
+    """A forest plot: one row per (label, value, low, high), a dot with its interval, a line at 0."""
+    pad_l, pad_r, pad_t, pad_b = 110, 16, 26, 26
+    height = pad_t + pad_b + row_h * max(1, len(rows))
+    lo = min([0.0] + [r[2] for r in rows] + [r[1] for r in rows])
+    hi = max([0.0] + [r[3] for r in rows] + [r[1] for r in rows])
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    w = width - pad_l - pad_r
+
+    def px(x: float) -> float:
+        return pad_l + (x - lo) / (hi - lo) * w
+
+    parts = [f'<line x1="{px(0):.1f}" y1="{pad_t}" x2="{px(0):.1f}" y2="{height - pad_b}" class="ax"/>',
+             f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{pad_l + w}" y2="{height - pad_b}" class="ax"/>',
+             f'<text x="{pad_l}" y="{height - 8}">{lo:.3g}</text>',
+             f'<text x="{pad_l + w}" y="{height - 8}" text-anchor="end">{hi:.3g}</text>']
+    for i, (label, v, a, b) in enumerate(rows):
+        y = pad_t + row_h * i + row_h / 2
+        parts.append(f'<text x="{pad_l - 6}" y="{y + 4:.1f}" text-anchor="end">{html.escape(label)}</text>'
+                     f'<line x1="{px(a):.1f}" y1="{y:.1f}" x2="{px(b):.1f}" y2="{y:.1f}" class="l"/>'
+                     f'<circle cx="{px(v):.1f}" cy="{y:.1f}" r="3" fill="#1f6fb4"/>')
+    t = html.escape(title)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{t}">'
+            f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" class="t">{t}</text>{"".join(parts)}</svg>')
+
+
+def _delta_plots(deltas: dict[str, dict], metrics: Iterable[str] = ("accuracy",)) -> str:
+    out = []
+    for m in metrics:
+        rows = [(f"{n} − {r}", d["delta"], d["ci_low"], d["ci_high"])
+                for n, refs in deltas.items() for r, table in refs.items()
+                for d in [table.get(m)] if d and all(_finite(d.get(x)) for x in ("delta", "ci_low", "ci_high"))]
+        if rows:
+            out.append(svg_intervals(rows, f"{m}: delta with CI"))
+    return "".join(out)
 
 
 def render_html(result, cfg=None, extra: dict | None = None) -> str:
@@ -112,10 +193,15 @@ def render_html(result, cfg=None, extra: dict | None = None) -> str:
              f"<style>{_CSS}</style></head><body><h1>alignpipe: {stage}</h1>",
              f"<p>output <code>{html.escape(str(result.output))}</code>, {result.seconds:.1f} s</p>"]
     if extra and extra.get("models"):
-        parts.append("<h2>Evaluation</h2>" + _eval_table(extra["models"]))
+        ci = extra.get("ci") or {}
+        note = (f"<p>value [{extra.get('confidence', 0.95):.0%} bootstrap interval over prompts]</p>" if ci else "")
+        parts.append("<h2>Evaluation</h2>" + note + _eval_table(extra["models"], ci))
         acc = {n: m["accuracy"] for n, m in extra["models"].items() if _finite(m.get("accuracy"))}
         if acc:
             parts.append(svg_bars(acc, "accuracy by model"))
+        if extra.get("deltas"):
+            parts.append(_delta_table(extra["deltas"], extra.get("confidence", 0.95)))
+            parts.append("<div>" + _delta_plots(extra["deltas"]) + "</div>")
     plots = series(result.history)
     if plots:
         parts.append("<h2>Training curves</h2><div>" + "".join(svg_plot(v, k) for k, v in plots.items()) + "</div>")

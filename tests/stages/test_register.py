@@ -61,3 +61,46 @@ def test_incomplete_model_is_never_registered(tracking_db, sft_model):
 def test_missing_gate_metric_is_a_clear_error(tracking_db, sft_model):
     with pytest.raises(register.RegistrationError, match="gate_metric 'pass@8' not found"):
         _register(sft_model, _metrics(tracking_db / "m.json", 0.9), gate_metric="pass@8")
+
+
+def _ci_metrics(path, acc, ci, delta=None):
+    data = {"models": {"base": {"accuracy": 0.1}, "rl": {"accuracy": acc}},
+            "ci": {"base": {"accuracy": [0.0, 0.2]}, "rl": {"accuracy": ci}}}
+    if delta is not None:
+        data["deltas"] = {"rl": {"base": {"accuracy": delta}}}
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_gate_on_ci_low_requires_the_lower_bound_to_pass(tracking_db, sft_model):
+    # value 0.5 passes 0.3, but the 95% interval [0.25, 0.7] does not clear it
+    m = _ci_metrics(tracking_db / "ci.json", 0.5, [0.25, 0.7])
+    loose = _register(sft_model, m, model_name="ci-gate-value")
+    assert loose.lineage["alias"] == "champion"
+    strict = _register(sft_model, m, model_name="ci-gate-low", gate_on="ci_low")
+    assert strict.lineage["alias"] == "challenger"
+    assert "accuracy[ci_low]=0.25 does not pass threshold 0.3" in strict.lineage["reason"]
+    tight = _register(sft_model, _ci_metrics(tracking_db / "ci2.json", 0.5, [0.4, 0.6]), model_name="ci-gate-low",
+                      gate_on="ci_low")
+    assert tight.lineage["alias"] == "champion"
+    # the next candidate is compared with the champion's lower bound, not its value
+    wider = _register(sft_model, _ci_metrics(tracking_db / "ci3.json", 0.55, [0.35, 0.75]), model_name="ci-gate-low",
+                      gate_on="ci_low")
+    assert wider.lineage["alias"] == "challenger" and "does not beat champion" in wider.lineage["reason"]
+
+
+def test_gate_on_a_delta_with_its_ci(tracking_db, sft_model):
+    real = {"delta": 0.12, "ci_low": 0.04, "ci_high": 0.2, "n": 100}
+    noise = {"delta": 0.12, "ci_low": -0.03, "ci_high": 0.27, "n": 100}
+    settings = dict(gate_metric="delta_vs_base/accuracy", gate_threshold=0.0, gate_on="ci_low")
+    ok = _register(sft_model, _ci_metrics(tracking_db / "d1.json", 0.5, [0.4, 0.6], real), model_name="delta-real",
+                   **settings)
+    assert ok.lineage["alias"] == "champion"
+    no = _register(sft_model, _ci_metrics(tracking_db / "d2.json", 0.5, [0.4, 0.6], noise), model_name="delta-noise",
+                   **settings)
+    assert no.lineage["alias"] == "challenger"
+
+
+def test_gate_on_ci_low_without_intervals_is_a_clear_error(tracking_db, sft_model):
+    with pytest.raises(register.RegistrationError, match="no confidence interval for 'accuracy'"):
+        _register(sft_model, _metrics(tracking_db / "m.json", 0.9), gate_on="ci_low")

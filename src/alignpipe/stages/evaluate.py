@@ -1,29 +1,43 @@
-"""Evaluation: generate on an eval set with one or several models and score the answers.
+"""Evaluation: generate on an eval set with one or several models, score the answers, and say which
+differences are real.
 
-Per model:
+Per model (each metric is observed per prompt, so every one gets a bootstrap CI over prompts):
 - `accuracy`: share of prompts whose greedy answer gets the full verifiable reward
-  (weighted reward sum >= the sum of the weights, i.e. every verifiable reward says "correct");
+  (weighted reward sum >= the sum of the positive weights, i.e. every verifiable reward says "correct");
 - `reward/<name>`: mean of each verifiable reward on the greedy answers, and `reward/total`;
-- with `k > 1`: `pass@k` (any of k samples correct) and `maj@k` (the most common of k sampled
-  answers is correct);
+- with `k > 1`: `pass@k`, the unbiased estimator from `n >= k` samples per prompt (`n` defaults to k),
+  and `maj@k`, majority voting over groups of k samples on canonical answers (the verifier's
+  canonicalisation: "28" and "28.0" vote together);
+- `kl_per_token`, `kl_per_sequence`: KL(model || kl_reference) on the model's own samples (temperature
+  1), and `entropy`: its mean token entropy there — how far training moved the model;
+- `accuracy_per_1k_tokens`, `tokens_to_correct`: token efficiency of the greedy answers;
+- `cot_consistency`: among greedy answers with a reasoning block, the share whose final answer equals
+  the answer stated at the end of the reasoning (`cot_with_reasoning`: the share with a block);
 - `rm_score`: mean reward-model score of the greedy answers (when `reward_model` is set);
 - `response_length`: mean tokens per greedy answer; `distinct_1`, `distinct_2`: distinct n-gram
-  ratios over all answers (samples when k > 1), a diversity measure.
+  ratios over all answers (samples when k > 1), a diversity measure (corpus-level: no CI);
+- `forgetting/<set>/accuracy` (and its rewards) on every `forgetting_data` set;
+- `lm_eval/<task>/<metric>` (and `_stderr`) when `lm_eval` is set.
 
-Generation goes through `alignpipe.models.generate` (vLLM when installed and a GPU is present).
+Deltas: every model against the baseline (default: the first model) and against the model listed
+before it, with a paired percentile bootstrap CI (the same resampled prompts for both models).
+
+Generation goes through `alignpipe.models.generate` (vLLM when installed and a GPU is present); KL and
+entropy use HF forward passes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import Counter
+import tempfile
 from pathlib import Path
 
 from alignpipe import models, rewards, tracking
 from alignpipe.config import EvaluateConfig
+from alignpipe.evaluation import metrics as M
 from alignpipe.models.generate import make_generator
-from alignpipe.rewards.text import completion_text, extract_answer, normalize
+from alignpipe.rewards.text import completion_text
 from alignpipe.stages.common import StageResult, Timer, base_lineage, load_data
 
 
@@ -36,76 +50,227 @@ def _correct(totals: list[float], full: float) -> list[bool]:
     return [not math.isnan(t) and t >= full - 1e-9 for t in totals]
 
 
-def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=None) -> tuple[dict, list]:
+class ModelEval:
+    """One model on one eval set: per-prompt observations (`Ratio`s), corpus-level values, samples."""
+
+    def __init__(self) -> None:
+        self.per_prompt: dict[str, M.Ratio] = {}
+        self.corpus: dict[str, float] = {}
+        self.examples: list[dict] = []
+        self.samples: list[list[str]] | None = None
+
+    def metrics(self) -> dict[str, float]:
+        out = {name: r.value() for name, r in self.per_prompt.items()}
+        out.update(self.corpus)
+        return out
+
+
+def _nan(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=None,
+                   greedy_only: bool = False) -> ModelEval:
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
     full = sum(w for w in weights if w > 0)
+    ev = ModelEval()
+    pp = ev.per_prompt
     greedy = [o[0] for o in generator.generate(prompts, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
                                                seed=cfg.seed)]
     scored = rewards.score(funcs, weights, prompts, greedy, **columns)
     correct = _correct(scored["total"], full)
-    metrics: dict[str, float] = {"accuracy": sum(correct) / max(1, len(correct)), "n": float(len(prompts))}
+    pp["accuracy"] = M.Ratio.mean([float(c) for c in correct])
     for name, values in scored.items():
-        finite = [v for v in values if not math.isnan(v)]
-        metrics[f"reward/{name}"] = sum(finite) / len(finite) if finite else float("nan")
+        pp[f"reward/{name}"] = M.Ratio.mean([_nan(v) for v in values])
+    ev.corpus["n"] = float(len(prompts))
+    if greedy_only:
+        return ev
     tok = generator.tokenizer
+    lengths = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in greedy]
+    pp["response_length"] = M.Ratio.mean(lengths)
+    pp["accuracy_per_1k_tokens"] = M.Ratio([float(c) for c in correct], lengths, scale=1000.0)
+    pp["tokens_to_correct"] = M.Ratio([n * c for n, c in zip(lengths, correct)], [float(c) for c in correct])
+    cot = [M.cot_consistency(a, cfg.cot_reasoning_pattern, cfg.cot_answer_pattern) for a in greedy]
+    pp["cot_with_reasoning"] = M.Ratio.mean([float(c is not None) for c in cot])
+    if any(c is not None for c in cot):
+        pp["cot_consistency"] = M.Ratio.mean([float("nan") if c is None else float(c) for c in cot])
     answers_for_diversity = greedy
+    n = max(cfg.n or cfg.k, cfg.k)
     if cfg.k > 1:
-        samples = generator.generate(prompts, n=cfg.k, temperature=cfg.temperature,
+        samples = generator.generate(prompts, n=n, temperature=cfg.temperature,
                                      max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1)
         flat = [s for outs in samples for s in outs]
-        flat_cols = {c: [v for v in vals for _ in range(cfg.k)] for c, vals in columns.items()}
-        flat_prompts = [p for p in prompts for _ in range(cfg.k)]
+        flat_cols = {c: [v for v in vals for _ in range(n)] for c, vals in columns.items()}
+        flat_prompts = [p for p in prompts for _ in range(n)]
         flat_correct = _correct(rewards.score(funcs, weights, flat_prompts, flat, **flat_cols)["total"], full)
-        per_prompt = [flat_correct[i * cfg.k:(i + 1) * cfg.k] for i in range(len(prompts))]
-        metrics[f"pass@{cfg.k}"] = sum(any(c) for c in per_prompt) / max(1, len(prompts))
-        majority = []
-        for outs in samples:
-            votes = Counter(normalize(extract_answer(completion_text(o))) for o in outs)
-            top = votes.most_common(1)[0][0]
-            majority.append(next(o for o in outs if normalize(extract_answer(completion_text(o))) == top))
-        maj_correct = _correct(rewards.score(funcs, weights, prompts, majority, **columns)["total"], full)
-        metrics[f"maj@{cfg.k}"] = sum(maj_correct) / max(1, len(prompts))
+        per_prompt = [flat_correct[i * n:(i + 1) * n] for i in range(len(prompts))]
+        canon = [[M.canonical_answer(o) for o in outs] for outs in samples]
+        pp[f"pass@{cfg.k}"] = M.Ratio.mean([M.pass_at_k(n, sum(c), cfg.k) for c in per_prompt])
+        pp[f"maj@{cfg.k}"] = M.Ratio.mean([M.maj_at_k(a, c, cfg.k) for a, c in zip(canon, per_prompt)])
         answers_for_diversity = flat
+        if cfg.temperature == 1.0:
+            ev.samples = samples
     token_lists = [tok(a, add_special_tokens=False)["input_ids"] for a in answers_for_diversity]
-    metrics["response_length"] = sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in greedy) / max(
-        1, len(greedy))
-    metrics["distinct_1"] = distinct_n(token_lists, 1)
-    metrics["distinct_2"] = distinct_n(token_lists, 2)
+    ev.corpus["distinct_1"] = distinct_n(token_lists, 1)
+    ev.corpus["distinct_2"] = distinct_n(token_lists, 2)
     if rm is not None:
-        rm_scores = rm(prompts=prompts, completions=greedy)
-        metrics["rm_score"] = sum(rm_scores) / max(1, len(rm_scores))
-    examples = [{"prompt": completion_text(p) if not isinstance(p, str) else p, "answer": greedy[i],
-                 "reference": columns.get("answer", [None] * len(prompts))[i], "correct": correct[i]}
-                for i, p in enumerate(prompts[:8])]
-    return metrics, examples
+        pp["rm_score"] = M.Ratio.mean(rm(prompts=prompts, completions=greedy))
+    ev.examples = [{"prompt": completion_text(p) if not isinstance(p, str) else p, "answer": greedy[i],
+                    "reference": columns.get("answer", [None] * len(prompts))[i], "correct": correct[i]}
+                   for i, p in enumerate(prompts[:8])]
+    return ev
+
+
+def add_kl(ev: ModelEval, generator, candidate, reference, prompts: list, cfg: EvaluateConfig) -> None:
+    """KL(candidate || reference) per token and per sequence, and the candidate's entropy, on its own
+    samples at temperature 1 (the k samples when drawn at temperature 1, else one sample per prompt)."""
+    from alignpipe.evaluation.scoring import kl_entropy
+
+    samples = ev.samples or generator.generate(prompts, n=1, temperature=1.0, max_new_tokens=cfg.max_new_tokens,
+                                               seed=cfg.seed + 2)
+    kl, ent = kl_entropy(candidate, reference, generator.tokenizer, prompts, samples, batch_size=cfg.batch_size)
+    tokens = [float(sum(len(s) for s in seqs)) for seqs in kl]
+    ev.per_prompt["kl_per_token"] = M.Ratio([sum(sum(s) for s in seqs) for seqs in kl], tokens)
+    ev.per_prompt["kl_per_sequence"] = M.Ratio.mean([M.kl_summary(seqs)["kl_per_sequence"] for seqs in kl])
+    ev.per_prompt["entropy"] = M.Ratio([sum(sum(s) for s in seqs) for seqs in ent], tokens)
+
+
+def intervals(per_prompt: dict[str, M.Ratio], cfg: EvaluateConfig) -> dict[str, list[float]]:
+    """{metric: [ci_low, ci_high]} for every per-prompt metric (empty when bootstrap_resamples is 0)."""
+    if not cfg.bootstrap_resamples:
+        return {}
+    out = {}
+    for name, r in per_prompt.items():
+        iv = M.bootstrap_ci(r, cfg.bootstrap_resamples, cfg.confidence, cfg.seed)
+        out[name] = [iv.ci_low, iv.ci_high]
+    return out
+
+
+def deltas(observed: dict[str, dict[str, M.Ratio]], cfg: EvaluateConfig, baseline: str) -> dict[str, dict]:
+    """{model: {reference model: {metric: {delta, ci_low, ci_high, n}}}} against the baseline and the
+    model listed before each one, on the metrics both have per prompt."""
+    names = list(observed)
+    out: dict[str, dict] = {}
+    for i, name in enumerate(names):
+        refs = [r for r in (baseline, names[i - 1] if i > 0 else None) if r is not None and r != name]
+        for ref in dict.fromkeys(refs):
+            table = {}
+            for metric, r in observed[name].items():
+                other = observed[ref].get(metric)
+                if other is None or len(other.num) != len(r.num):
+                    continue
+                iv = M.paired_bootstrap_delta(r, other, max(1, cfg.bootstrap_resamples), cfg.confidence, cfg.seed)
+                d = iv.as_dict()
+                d["delta"] = d.pop("value")
+                if not cfg.bootstrap_resamples:
+                    d["ci_low"] = d["ci_high"] = float("nan")
+                table[metric] = d
+            out.setdefault(name, {})[ref] = table
+    return out
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def flat_metrics(results: dict, ci: dict, delta: dict) -> dict[str, float]:
+    """`<model>/<metric>`, `<model>/<metric>_ci_low|_ci_high`, `<model>/delta_vs_<ref>/<metric>[_ci_low|_ci_high]`."""
+    flat = {f"{name}/{k}": v for name, m in results.items() for k, v in m.items()}
+    for name, per in ci.items():
+        for k, (lo, hi) in per.items():
+            flat[f"{name}/{k}_ci_low"], flat[f"{name}/{k}_ci_high"] = lo, hi
+    for name, refs in delta.items():
+        for ref, table in refs.items():
+            for k, d in table.items():
+                base = f"{name}/delta_vs_{ref}/{k}"
+                flat[base], flat[f"{base}_ci_low"], flat[f"{base}_ci_high"] = d["delta"], d["ci_low"], d["ci_high"]
+    return flat
+
+
+def _reference_uri(cfg: EvaluateConfig, baseline: str) -> str:
+    ref = cfg.kl_reference or baseline
+    return cfg.models.get(ref, ref)
 
 
 def run(cfg: EvaluateConfig) -> StageResult:
     dataset, report = load_data(cfg.data, "prompts")
     if cfg.limit:
         dataset = dataset.select(range(min(cfg.limit, len(dataset))))
+    forgetting = {}
+    for set_name, uri in cfg.forgetting_data.items():
+        ds, rep = load_data(uri, "prompts")
+        forgetting[set_name] = (ds.select(range(min(cfg.limit, len(ds)))) if cfg.limit else ds, rep)
+    if cfg.lm_eval is not None:
+        from alignpipe.evaluation import harness
+
+        harness.require_lm_eval()
+        with tempfile.TemporaryDirectory() as tmp:  # check every task before any model runs
+            harness.prepare_tasks(list(cfg.lm_eval.tasks), cfg.lm_eval.include_path, Path(tmp))
     funcs, weights = rewards.build(cfg.rewards)
     rm = None
     if cfg.reward_model:
         rm = rewards.reward_model_reward(models.resolve(cfg.reward_model), batch_size=cfg.batch_size)
+    baseline = cfg.baseline or next(iter(cfg.models))
     results: dict[str, dict] = {}
+    observed: dict[str, dict[str, M.Ratio]] = {}
     examples: dict[str, list] = {}
+    reference = None
     with Timer() as timer, tracking.stage_run("evaluate", cfg, cfg.tracking, cfg.run_name or "evaluate") as tr:
         tr.log_input(cfg.data, report.digest, "eval")
+        for set_name, (_, rep) in forgetting.items():
+            tr.log_input(cfg.forgetting_data[set_name], rep.digest, f"forgetting-{set_name}")
+        if cfg.kl:
+            reference, _ = models.load_policy(_reference_uri(cfg, baseline), trust_remote_code=cfg.trust_remote_code)
+            reference = _to_device(reference)
+        prompts = list(dataset["prompt"])
         for name, uri in cfg.models.items():
             generator = make_generator(uri, cfg.backend, cfg.batch_size, cfg.trust_remote_code)
-            results[name], examples[name] = evaluate_model(generator, dataset, funcs, weights, cfg, rm)
-            tr.log_metrics({f"eval/{name}/{k}": v for k, v in results[name].items() if not math.isnan(v)})
-        payload = {"data": cfg.data, "data_digest": report.digest, "models": results, "examples": examples,
-                   "model_uris": dict(cfg.models)}
+            ev = evaluate_model(generator, dataset, funcs, weights, cfg, rm)
+            if reference is not None:
+                candidate = getattr(generator, "model", None)
+                if candidate is None:
+                    candidate = _to_device(models.load_policy(uri, trust_remote_code=cfg.trust_remote_code)[0])
+                add_kl(ev, generator, candidate, reference, prompts, cfg)
+            for set_name, (ds, _) in forgetting.items():
+                fev = evaluate_model(generator, ds, funcs, weights, cfg, None, greedy_only=True)
+                ev.per_prompt.update({f"forgetting/{set_name}/{k}": v for k, v in fev.per_prompt.items()})
+                ev.corpus[f"forgetting/{set_name}/n"] = fev.corpus["n"]
+            if cfg.lm_eval is not None:
+                from alignpipe.evaluation import harness
+
+                backend = getattr(generator, "backend", "hf")
+                del generator  # free the accelerator before lm-eval loads the model again
+                lm_flat, lm_docs = harness.run_model(models.resolve(uri), cfg.lm_eval, backend,
+                                                     cfg.trust_remote_code, cfg.seed)
+                ev.per_prompt.update({k: M.Ratio.mean(v) for k, v in lm_docs.items()})
+                ev.corpus.update({k: v for k, v in lm_flat.items() if k not in ev.per_prompt})
+            observed[name], examples[name] = ev.per_prompt, ev.examples
+            results[name] = ev.metrics()
+            tr.log_metrics({f"eval/{name}/{k}": v for k, v in results[name].items() if _finite(v)})
+        ci = {name: intervals(per, cfg) for name, per in observed.items()}
+        delta = deltas(observed, cfg, baseline)
+        flat = flat_metrics(results, ci, delta)
+        tr.log_metrics({f"eval/{k}": v for k, v in flat.items() if ("_ci_" in k or "/delta_vs_" in k) and _finite(v)})
+        payload = {"data": cfg.data, "data_digest": report.digest, "baseline": baseline,
+                   "confidence": cfg.confidence, "bootstrap_resamples": cfg.bootstrap_resamples,
+                   "models": results, "ci": ci, "deltas": delta, "examples": examples,
+                   "model_uris": dict(cfg.models),
+                   "forgetting_data": {k: {"uri": cfg.forgetting_data[k], "digest": rep.digest}
+                                       for k, (_, rep) in forgetting.items()}}
         out = Path(cfg.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(out)
         tr.log_dict(payload, "eval.json")
-    flat = {f"{name}/{k}": v for name, m in results.items() for k, v in m.items()}
     lineage = base_lineage("evaluate", cfg, data=cfg.data, data_digest=report.digest, mlflow_run_id=tr.run_id,
                            parent_model=None)
     return StageResult("evaluate", str(out), flat, lineage, [], timer.seconds)
+
+
+def _to_device(model):
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model
+

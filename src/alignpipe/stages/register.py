@@ -7,10 +7,16 @@
    registry points at the bucket; nothing is copied), or the files logged to this run's artifacts
    for local folders. Lineage tags: data digests, parent model, config hash, git sha, eval metrics.
 3. Gate: alias `champion` only if `gate_metric` passes `gate_threshold` and beats the current
-   champion (ties keep the champion); otherwise alias `challenger`.
+   champion (ties keep the champion); otherwise alias `challenger`. With `gate_on: ci_low` the gate
+   value is the conservative end of the metric's bootstrap CI from evaluate (the lower bound; the upper
+   one when lower is better), compared with the champion's gate value of the same kind. The gate metric
+   may be a delta: `delta_vs_<model>/<metric>` (e.g. `delta_vs_base/accuracy` with threshold 0 and
+   `gate_on: ci_low`: promote only on an improvement over the base that the CI says is real).
 """
 
 from __future__ import annotations
+
+from alignpipe.base import UserError
 
 import json
 import math
@@ -23,8 +29,24 @@ from alignpipe.stages.common import StageResult, Timer, base_lineage
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-class RegistrationError(ValueError):
+class RegistrationError(UserError, ValueError):
     """The model cannot be registered; nothing was registered."""
+
+
+def _model_view(data: dict, key: str) -> tuple[dict, dict]:
+    """({metric: value}, {metric: (ci_low, ci_high)}) of one model, deltas as `delta_vs_<ref>/<metric>`."""
+    per_model = data.get("models", data)
+    values = dict(per_model[key])
+    cis = {m: tuple(v) for m, v in (data.get("ci", {}).get(key) or {}).items()}
+    for ref, table in (data.get("deltas", {}).get(key) or {}).items():
+        for m, d in table.items():
+            values[f"delta_vs_{ref}/{m}"] = d.get("delta")
+            cis[f"delta_vs_{ref}/{m}"] = (d.get("ci_low"), d.get("ci_high"))
+    return values, cis
+
+
+def _number(v) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def _gate_value(cfg: RegisterConfig) -> tuple[float | None, dict]:
@@ -38,11 +60,17 @@ def _gate_value(cfg: RegisterConfig) -> tuple[float | None, dict]:
     key = cfg.metrics_key or (list(per_model)[-1] if per_model else None)
     if key not in per_model:
         raise RegistrationError(f"{cfg.metrics}: no metrics for model {key!r} (metrics_key: one of {', '.join(per_model)})")
-    metrics = per_model[key]
+    metrics, cis = _model_view(data, key)
     if cfg.gate_metric not in metrics:
         raise RegistrationError(f"{cfg.metrics}: gate_metric {cfg.gate_metric!r} not found "
                                 f"(choose one of: {', '.join(sorted(metrics))})")
-    return float(metrics[cfg.gate_metric]), metrics
+    if cfg.gate_on == "ci_low":
+        if cfg.gate_metric not in cis:
+            raise RegistrationError(f"{cfg.metrics}: gate_on ci_low but no confidence interval for "
+                                    f"{cfg.gate_metric!r} (evaluate with bootstrap_resamples > 0, or gate_on: value)")
+        low, high = cis[cfg.gate_metric]
+        return _number(low if cfg.higher_is_better else high), metrics
+    return _number(metrics[cfg.gate_metric]), metrics
 
 
 def verified_model_dir(uri: str) -> Path:
@@ -85,32 +113,36 @@ def run(cfg: RegisterConfig) -> StageResult:
             tags = {f"alignpipe.{k}": v for k, v in lineage.items()}
             tags.update({f"eval.{tracking.metric_key(k)}": str(v) for k, v in eval_metrics.items()})
             if value is not None:
-                tags.update({"alignpipe.gate_metric": cfg.gate_metric, "alignpipe.gate_value": str(value)})
+                tags.update({"alignpipe.gate_metric": cfg.gate_metric, "alignpipe.gate_value": str(value),
+                             "alignpipe.gate_on": cfg.gate_on})
             mv = client.create_model_version(cfg.model_name, source=source, run_id=tr.run_id, tags=tags)
 
             champion_value, reason = None, ""
             try:
                 champ = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
-                if champ.tags.get("alignpipe.gate_metric") == cfg.gate_metric:
+                if (champ.tags.get("alignpipe.gate_metric") == cfg.gate_metric
+                        and champ.tags.get("alignpipe.gate_on", "value") == cfg.gate_on):
                     champion_value = float(champ.tags.get("alignpipe.gate_value", "nan"))
             except MlflowException:
                 champ = None
+            gate = cfg.gate_metric if cfg.gate_on == "value" else (
+                f"{cfg.gate_metric}[{'ci_low' if cfg.higher_is_better else 'ci_high'}]")
             if value is None or math.isnan(value):
                 promoted, reason = False, "no gate metric"
             elif not (value >= cfg.gate_threshold if cfg.higher_is_better else value <= cfg.gate_threshold):
-                promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not pass threshold {cfg.gate_threshold}"
+                promoted, reason = False, f"{gate}={value:.4g} does not pass threshold {cfg.gate_threshold}"
             elif champion_value is not None and not math.isnan(champion_value) and not _better(
                     value, champion_value, cfg.higher_is_better):
-                promoted, reason = False, f"{cfg.gate_metric}={value:.4g} does not beat champion v{champ.version} ({champion_value:.4g})"
+                promoted, reason = False, f"{gate}={value:.4g} does not beat champion v{champ.version} ({champion_value:.4g})"
             else:
-                promoted, reason = True, f"{cfg.gate_metric}={value:.4g} passes {cfg.gate_threshold}" + (
+                promoted, reason = True, f"{gate}={value:.4g} passes {cfg.gate_threshold}" + (
                     f" and beats champion v{champ.version} ({champion_value:.4g})" if champion_value is not None else "")
             alias = CHAMPION if promoted else CHALLENGER
             client.set_registered_model_alias(cfg.model_name, alias, mv.version)
             client.set_model_version_tag(cfg.model_name, mv.version, "alignpipe.gate_decision", reason)
             metrics = {"registry/version": float(mv.version), "registry/promoted": float(promoted)}
             if value is not None:
-                metrics[f"registry/{cfg.gate_metric}"] = value
+                metrics[f"registry/{cfg.gate_metric}" + ("" if cfg.gate_on == "value" else "_ci_low")] = value
             tr.log_metrics(metrics)
             tr.set_tags({"alignpipe.registered_model": f"{cfg.model_name}/{mv.version}", "alignpipe.alias": alias})
     except MlflowException as e:
