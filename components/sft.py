@@ -13,5 +13,5 @@ def sft(config: dict, base_model: str, max_steps: int, learning_rate: float, see
     from alignpipe import steps
 
     steps.run_component(
-        "sft", config, {"model": base_model, "max_steps": max_steps, "learning_rate": learning_rate, "seed": seed},
+        "sft", config, {"base_model": base_model, "max_steps": max_steps, "learning_rate": learning_rate, "seed": seed},
         {"train_data": train_data.path, "output_dir": model.path}, metrics=metrics, report=report, output=model)

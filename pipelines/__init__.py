@@ -1,7 +1,8 @@
 """Kubeflow pipelines composed of the components; cluster wiring lives here (see common.py).
 
 Each module has `build(Platform) -> pipeline` and a module-level pipeline built from the environment.
-`PIPELINES` maps the CLI name (`alignpipe run NAME`) to its module name.
+`PIPELINES` is the one list of pipelines: the CLI names (`alignpipe run NAME`), which are also the
+module names. Importing this package imports nothing else (the CLI reads the list for its help).
 """
 
-PIPELINES = {"rlhf": "rlhf", "rlvr": "rlvr", "preference": "preference", "sft": "sft"}
+PIPELINES = ("rlhf", "rlvr", "preference", "sft")

@@ -20,13 +20,12 @@ Caching (KFP keys a cache entry on the component, its parameters and the identit
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
 from kfp import kubernetes
 
-from alignpipe import platform as _platform
+from alignpipe import settings as _settings
+from alignpipe.base import UserError
 
 S3_REQUIRED_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 S3_OPTIONAL_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL",
@@ -34,25 +33,43 @@ S3_OPTIONAL_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_
 MLFLOW_REQUIRED_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
 MLFLOW_OPTIONAL_KEYS = {"MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"}
 
-#: Tasks whose outputs are fully determined by their inputs (see the module docstring).
-CACHED = {"reward-model", "rl", "preference"}
 
 
-class PlatformError(ValueError):
+@dataclass(frozen=True)
+class Step:
+    """How a pipeline step runs on the cluster."""
+
+    display: str
+    gpu: bool          # GPU image, accelerator, /dev/shm; else a CPU step
+    retry: bool        # KFP retries the pod (training steps)
+    cached: bool       # outputs are fully determined by inputs (see the module docstring)
+
+
+#: THE table of pipeline steps: task name -> cluster wiring. One entry per stage (+ prepare-data).
+STEPS: dict[str, Step] = {
+    "prepare-data": Step("Prepare data", gpu=False, retry=False, cached=False),
+    "sft": Step("Supervised fine-tuning", gpu=True, retry=True, cached=False),
+    "reward-model": Step("Train reward model", gpu=True, retry=True, cached=True),
+    "rl": Step("RL fine-tuning", gpu=True, retry=True, cached=True),
+    "preference": Step("Preference optimisation (DPO)", gpu=True, retry=True, cached=True),
+    "evaluate": Step("Evaluate on held-out set", gpu=True, retry=False, cached=False),
+    "register": Step("Register model (gated)", gpu=False, retry=False, cached=False),
+}
+#: Tasks whose outputs are fully determined by their inputs.
+CACHED = {name for name, step in STEPS.items() if step.cached}
+
+
+class PlatformError(UserError, ValueError):
     """A compile-time platform setting is malformed (e.g. ALIGNPIPE_GPU_TOLERATIONS is not JSON)."""
 
 
-def _json_env(name: str, default, kind: type):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+def _setting(name: str):
+    """Compile-time setting `name` of `alignpipe.settings` (ALIGNPIPE_IMAGE, ALIGNPIPE_GPU_*, ...), read now;
+    PlatformError when the environment holds a malformed value (e.g. tolerations that are not JSON)."""
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise PlatformError(f"{name}: not valid JSON ({e.msg}); give a JSON {kind.__name__}") from None
-    if not isinstance(value, kind):
-        raise PlatformError(f"{name}: must be a JSON {kind.__name__}, got {type(value).__name__}")
-    return value
+        return getattr(_settings.current(), name)
+    except _settings.SettingsError as e:
+        raise PlatformError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -67,15 +84,14 @@ class Resources:
 class Platform:
     """Compile-time settings of the cluster wiring."""
 
-    image: str = field(default_factory=_platform.image)
-    gpu_image: str = field(default_factory=lambda: os.environ.get("ALIGNPIPE_GPU_IMAGE") or _platform.DEFAULT_GPU_IMAGE)
-    gpu_resource: str = field(default_factory=lambda: os.environ.get("ALIGNPIPE_GPU_RESOURCE") or "nvidia.com/gpu")
+    image: str = field(default_factory=lambda: _setting("image"))
+    gpu_image: str = field(default_factory=lambda: _setting("gpu_image"))
+    gpu_resource: str = field(default_factory=lambda: _setting("gpu_resource"))
     gpu_count: int = 1
-    node_selector: dict = field(default_factory=lambda: _json_env("ALIGNPIPE_GPU_NODE_SELECTOR", {}, dict))
-    tolerations: list = field(default_factory=lambda: _json_env("ALIGNPIPE_GPU_TOLERATIONS", [], list))
-    s3_secret: str = field(default_factory=lambda: os.environ.get("ALIGNPIPE_S3_SECRET") or _platform.S3_SECRET_NAME)
-    mlflow_secret: str = field(
-        default_factory=lambda: os.environ.get("ALIGNPIPE_MLFLOW_SECRET") or _platform.MLFLOW_SECRET_NAME)
+    node_selector: dict = field(default_factory=lambda: _setting("gpu_node_selector"))
+    tolerations: list = field(default_factory=lambda: _setting("gpu_tolerations"))
+    s3_secret: str = field(default_factory=lambda: _setting("s3_secret"))
+    mlflow_secret: str = field(default_factory=lambda: _setting("mlflow_secret"))
     cpu_step: Resources = Resources("1", "2", "2Gi", "4Gi")
     gpu_step: Resources = Resources("4", "8", "16Gi", "32Gi")
     shm_size: str = "8Gi"
@@ -139,46 +155,108 @@ def gpu_step(task, name: str, display: str, p: Platform, s3_secret, mlflow_secre
 # Called inside a @dsl.pipeline body with that pipeline's parameters (channels).
 
 
-def gpu_settings(accelerator_type, accelerator_count, tolerations, node_selector):
-    return dict(accelerator_type=accelerator_type, accelerator_count=accelerator_count, tolerations=tolerations,
-                node_selector=node_selector)
+@dataclass
+class Wiring:
+    """Per pipeline run: the compile-time platform, the secret names and the GPU placement parameters."""
+
+    p: Platform
+    s3_secret: object
+    mlflow_secret: object
+    accelerators: dict        # task name -> (accelerator type, count) channels
+    tolerations: object
+    node_selector: object
+
+    def place(self, task, name: str):
+        """Apply STEPS[name]'s wiring to `task` (display name, image, caching, resources, secrets, GPUs)."""
+        step = STEPS[name]
+        secrets = (self.s3_secret, self.mlflow_secret)
+        if not step.gpu:
+            return cpu_step(task, name, step.display, self.p, *secrets)
+        acc_type, acc_count = self.accelerators[name]
+        return gpu_step(task, name, step.display, self.p, *secrets, acc_type, acc_count, self.tolerations,
+                        self.node_selector, retry=step.retry)
 
 
-def prepare(p: Platform, secrets: tuple, required: list[str], seed, sft_data="", preference_data="",
-            preference_eval_data="", rl_data="", eval_data=""):
+def wiring(p: Platform, params: dict) -> Wiring:
+    """The Wiring of a pipeline body from its parameters (`locals()` of the pipeline function)."""
+    acc = {name: (params[f"{prefix}_accelerator_type"], params[f"{prefix}_accelerator_count"])
+           for name, prefix in ACCELERATOR_PREFIX.items() if f"{prefix}_accelerator_type" in params}
+    return Wiring(p, params["s3_secret"], params["mlflow_secret"], acc, params["gpu_tolerations"],
+                  params["gpu_node_selector"])
+
+
+#: GPU task -> prefix of its `<prefix>_accelerator_type/count` pipeline parameters (the stage's name).
+ACCELERATOR_PREFIX = {"sft": "sft", "reward-model": "reward_model", "rl": "rl", "preference": "preference",
+                      "evaluate": "evaluate"}
+
+
+def prepare(w: Wiring, required: list[str], params: dict):
     from alignpipe.components import prepare_data
 
-    task = prepare_data(required=required, seed=seed, sft_data=sft_data, preference_data=preference_data,
-                        preference_eval_data=preference_eval_data, rl_data=rl_data, eval_data=eval_data)
-    return cpu_step(task, "prepare-data", "Prepare data", p, *secrets)
+    task = prepare_data(required=required, seed=params["seed"], base_model=params["base_model"],
+                        **{k: params.get(k, "") for k in ("sft_data", "preference_data", "preference_eval_data",
+                                                           "rl_data", "eval_data")})
+    return w.place(task, "prepare-data")
 
 
-def train_sft(p: Platform, secrets: tuple, gpu: dict, data, config, base_model, steps, lr, seed):
-    from alignpipe.components import sft
+def sft(w: Wiring, data, params: dict):
+    from alignpipe.components import sft as component
 
-    task = sft(config=config, base_model=base_model, max_steps=steps, learning_rate=lr, seed=seed,
-               train_data=data.outputs["sft_train"])
-    return gpu_step(task, "sft", "Supervised fine-tuning", p, *secrets, **gpu, retry=True)
+    task = component(config=params["sft_config"], base_model=params["base_model"], max_steps=params["sft_steps"],
+                     learning_rate=params["sft_learning_rate"], seed=params["seed"],
+                     train_data=data.outputs["sft_train"])
+    return w.place(task, "sft")
 
 
-def evaluate_models(p: Platform, secrets: tuple, gpu: dict, data, config, k, seed, base_model, sft_task,
-                    tuned_name: str = "", tuned_task=None, rm_task=None):
-    from alignpipe.components import evaluate
+def reward_model(w: Wiring, data, sft_task, params: dict):
+    from alignpipe.components import reward_model as component
+
+    task = component(config=params["reward_model_config"], max_steps=params["reward_model_steps"],
+                     learning_rate=params["reward_model_learning_rate"], seed=params["seed"],
+                     sft_model=sft_task.outputs["model"], train_data=data.outputs["preference_train"],
+                     eval_data=data.outputs["preference_eval"])
+    return w.place(task, "reward-model")
+
+
+def rl(w: Wiring, data, sft_task, params: dict, rm_task=None):
+    from alignpipe.components import rl as component
+
+    kwargs = {"reward_model": rm_task.outputs["model"]} if rm_task is not None else {}
+    task = component(config=params["rl_config"], algorithm=params["rl_algorithm"], rewards=params["rewards"],
+                     max_steps=params["rl_steps"], learning_rate=params["rl_learning_rate"], seed=params["seed"],
+                     sft_model=sft_task.outputs["model"], train_data=data.outputs["rl_train"], **kwargs)
+    return w.place(task, "rl")
+
+
+def preference(w: Wiring, data, sft_task, params: dict):
+    from alignpipe.components import preference as component
+
+    task = component(config=params["preference_config"], max_steps=params["preference_steps"],
+                     learning_rate=params["preference_learning_rate"], beta=params["preference_beta"],
+                     seed=params["seed"], sft_model=sft_task.outputs["model"],
+                     train_data=data.outputs["preference_train"], eval_data=data.outputs["preference_eval"])
+    return w.place(task, "preference")
+
+
+def evaluate(w: Wiring, data, sft_task, params: dict, tuned_name: str = "", tuned_task=None, rm_task=None):
+    from alignpipe.components import evaluate as component
 
     kwargs = {}
     if tuned_task is not None:
         kwargs["tuned_model"] = tuned_task.outputs["model"]
     if rm_task is not None:
         kwargs["reward_model"] = rm_task.outputs["model"]
-    task = evaluate(config=config, k=k, seed=seed, base_model=base_model, tuned_name=tuned_name,
-                    eval_data=data.outputs["eval_set"], sft_model=sft_task.outputs["model"], **kwargs)
-    return gpu_step(task, "evaluate", "Evaluate on held-out set", p, *secrets, **gpu, retry=False)
+    task = component(config=params["evaluate_config"], k=params["evaluate_k"], seed=params["seed"],
+                     base_model=params["base_model"], tuned_name=tuned_name, eval_data=data.outputs["eval_set"],
+                     sft_model=sft_task.outputs["model"], **kwargs)
+    return w.place(task, "evaluate")
 
 
-def register_model(p: Platform, secrets: tuple, config, model_task, eval_task, metrics_key: str, model_name,
-                   gate_metric, gate_threshold):
-    from alignpipe.components import register
+def register(w: Wiring, model_task, eval_task, metrics_key: str, params: dict):
+    from alignpipe.components import register as component
 
-    task = register(config=config, model_name=model_name, gate_metric=gate_metric, gate_threshold=gate_threshold,
-                    metrics_key=metrics_key, model=model_task.outputs["model"], eval_results=eval_task.outputs["results"])
-    return cpu_step(task, "register", "Register model (gated)", p, *secrets)
+    task = component(config=params["register_config"], model_name=params["registry_model_name"],
+                     gate_metric=params["gate_metric"], gate_threshold=params["gate_threshold"],
+                     metrics_key=metrics_key, model=model_task.outputs["model"],
+                     eval_results=eval_task.outputs["results"])
+    return w.place(task, "register")

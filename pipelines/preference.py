@@ -1,7 +1,10 @@
-"""preference: prepare data -> SFT -> DPO -> evaluate base vs SFT vs DPO -> register (gated).
+"""preference: prepare data -> SFT -> DPO on preference pairs -> evaluate base vs SFT vs DPO on the held-out
+set -> register (gated).
 
-`build(Platform(...))` makes the pipeline for given compile-time settings; `preference_pipeline` is the
-one built from the environment (`from alignpipe.pipelines.preference import preference_pipeline`).
+`build(Platform(...))` makes the pipeline for given compile-time settings; `preference_pipeline` is the one
+built from the environment (`from alignpipe.pipelines.preference import preference_pipeline`). Parameters:
+typed ones from `alignpipe.steps.STAGE_PARAMS` (defaults from the schema), cluster wiring from
+`common.STEPS`; tests/pipelines/test_compile.py checks the signature against both tables.
 """
 
 from typing import NamedTuple, Optional
@@ -15,65 +18,54 @@ from alignpipe.pipelines.common import Platform
 NAME = "alignpipe-preference"
 REQUIRED = ["sft_train", "preference_train", "eval_set"]
 
+DESCRIPTION = ("SFT -> DPO on preference pairs -> held-out evaluation of base, SFT and DPO -> gated regist"
+               "ration in MLflow.")
+
 
 def build(p: Optional[Platform] = None):
     p = p or Platform()
     d = steps.defaults()
-    sft_d, po_d, ev_d, reg_d = (d[s] for s in ("sft", "preference", "evaluate", "register"))
     Outputs = NamedTuple("Outputs", [("eval_results", dsl.Artifact), ("registry", dict)])
 
-    @dsl.pipeline(name=NAME, description="SFT -> DPO on preference pairs -> held-out evaluation of base, SFT "
-                  "and DPO -> gated registration in MLflow.")
+    @dsl.pipeline(name=NAME, description=DESCRIPTION)
     def preference_pipeline(
-        base_model: str = sft_d["typed"]["model"],
+        base_model: str = d["sft"]["typed"]["base_model"],
         sft_data: str = "",
         preference_data: str = "",
         preference_eval_data: str = "",
         eval_data: str = "",
         seed: int = 0,
-        sft_steps: int = sft_d["typed"]["max_steps"],
-        sft_learning_rate: float = sft_d["typed"]["learning_rate"],
-        dpo_steps: int = po_d["typed"]["max_steps"],
-        dpo_learning_rate: float = po_d["typed"]["learning_rate"],
-        dpo_beta: float = po_d["typed"]["beta"],
-        eval_k: int = ev_d["typed"]["k"],
-        registry_model_name: str = reg_d["typed"]["model_name"],
-        gate_metric: str = reg_d["typed"]["gate_metric"],
-        gate_threshold: float = reg_d["typed"]["gate_threshold"],
-        sft_config: dict = sft_d["config"],
-        dpo_config: dict = po_d["config"],
-        evaluate_config: dict = ev_d["config"],
-        register_config: dict = reg_d["config"],
+        sft_steps: int = d["sft"]["typed"]["max_steps"],
+        sft_learning_rate: float = d["sft"]["typed"]["learning_rate"],
+        preference_steps: int = d["preference"]["typed"]["max_steps"],
+        preference_learning_rate: float = d["preference"]["typed"]["learning_rate"],
+        preference_beta: float = d["preference"]["typed"]["beta"],
+        evaluate_k: int = d["evaluate"]["typed"]["k"],
+        registry_model_name: str = d["register"]["typed"]["model_name"],
+        gate_metric: str = d["register"]["typed"]["gate_metric"],
+        gate_threshold: float = d["register"]["typed"]["gate_threshold"],
+        sft_config: dict = d["sft"]["config"],
+        preference_config: dict = d["preference"]["config"],
+        evaluate_config: dict = d["evaluate"]["config"],
+        register_config: dict = d["register"]["config"],
         sft_accelerator_type: str = p.gpu_resource,
         sft_accelerator_count: int = p.gpu_count,
-        dpo_accelerator_type: str = p.gpu_resource,
-        dpo_accelerator_count: int = p.gpu_count,
-        eval_accelerator_type: str = p.gpu_resource,
-        eval_accelerator_count: int = p.gpu_count,
+        preference_accelerator_type: str = p.gpu_resource,
+        preference_accelerator_count: int = p.gpu_count,
+        evaluate_accelerator_type: str = p.gpu_resource,
+        evaluate_accelerator_count: int = p.gpu_count,
         gpu_tolerations: list = p.tolerations,
         gpu_node_selector: dict = p.node_selector,
         s3_secret: str = p.s3_secret,
         mlflow_secret: str = p.mlflow_secret,
     ) -> Outputs:
-        from alignpipe.components import preference
-
-        secrets = (s3_secret, mlflow_secret)
-        data = common.prepare(p, secrets, REQUIRED, seed, sft_data=sft_data, preference_data=preference_data,
-                              preference_eval_data=preference_eval_data, eval_data=eval_data)
-        sft = common.train_sft(p, secrets, common.gpu_settings(sft_accelerator_type, sft_accelerator_count,
-                                                               gpu_tolerations, gpu_node_selector),
-                               data, sft_config, base_model, sft_steps, sft_learning_rate, seed)
-        dpo = preference(config=dpo_config, max_steps=dpo_steps, learning_rate=dpo_learning_rate, beta=dpo_beta,
-                         seed=seed, sft_model=sft.outputs["model"], train_data=data.outputs["preference_train"],
-                         eval_data=data.outputs["preference_eval"])
-        common.gpu_step(dpo, "preference", "DPO", p, *secrets, retry=True,
-                        **common.gpu_settings(dpo_accelerator_type, dpo_accelerator_count, gpu_tolerations,
-                                              gpu_node_selector))
-        ev = common.evaluate_models(p, secrets, common.gpu_settings(eval_accelerator_type, eval_accelerator_count,
-                                                                    gpu_tolerations, gpu_node_selector),
-                                    data, evaluate_config, eval_k, seed, base_model, sft, "dpo", dpo)
-        reg = common.register_model(p, secrets, register_config, dpo, ev, "dpo", registry_model_name,
-                                    gate_metric, gate_threshold)
+        params = dict(locals())
+        w = common.wiring(p, params)
+        data = common.prepare(w, REQUIRED, params)
+        sft = common.sft(w, data, params)
+        dpo = common.preference(w, data, sft, params)
+        ev = common.evaluate(w, data, sft, params, "dpo", dpo)
+        reg = common.register(w, dpo, ev, "dpo", params)
         return Outputs(eval_results=ev.outputs["results"], registry=reg.outputs["Output"])
 
     return preference_pipeline

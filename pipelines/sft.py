@@ -1,7 +1,9 @@
-"""sft: prepare data -> SFT -> evaluate base vs SFT -> register (gated).
+"""sft: prepare data -> SFT -> evaluate base vs SFT on the held-out set -> register (gated).
 
 `build(Platform(...))` makes the pipeline for given compile-time settings; `sft_pipeline` is the one
-built from the environment (`from alignpipe.pipelines.sft import sft_pipeline`).
+built from the environment (`from alignpipe.pipelines.sft import sft_pipeline`). Parameters:
+typed ones from `alignpipe.steps.STAGE_PARAMS` (defaults from the schema), cluster wiring from
+`common.STEPS`; tests/pipelines/test_compile.py checks the signature against both tables.
 """
 
 from typing import NamedTuple, Optional
@@ -15,47 +17,44 @@ from alignpipe.pipelines.common import Platform
 NAME = "alignpipe-sft"
 REQUIRED = ["sft_train", "eval_set"]
 
+DESCRIPTION = "SFT -> held-out evaluation of base and SFT -> gated registration in MLflow."
+
 
 def build(p: Optional[Platform] = None):
     p = p or Platform()
     d = steps.defaults()
-    sft_d, ev_d, reg_d = (d[s] for s in ("sft", "evaluate", "register"))
     Outputs = NamedTuple("Outputs", [("eval_results", dsl.Artifact), ("registry", dict)])
 
-    @dsl.pipeline(name=NAME, description="SFT -> held-out evaluation of base and SFT -> gated registration in MLflow.")
+    @dsl.pipeline(name=NAME, description=DESCRIPTION)
     def sft_pipeline(
-        base_model: str = sft_d["typed"]["model"],
+        base_model: str = d["sft"]["typed"]["base_model"],
         sft_data: str = "",
         eval_data: str = "",
         seed: int = 0,
-        sft_steps: int = sft_d["typed"]["max_steps"],
-        sft_learning_rate: float = sft_d["typed"]["learning_rate"],
-        eval_k: int = ev_d["typed"]["k"],
-        registry_model_name: str = reg_d["typed"]["model_name"],
-        gate_metric: str = reg_d["typed"]["gate_metric"],
-        gate_threshold: float = reg_d["typed"]["gate_threshold"],
-        sft_config: dict = sft_d["config"],
-        evaluate_config: dict = ev_d["config"],
-        register_config: dict = reg_d["config"],
+        sft_steps: int = d["sft"]["typed"]["max_steps"],
+        sft_learning_rate: float = d["sft"]["typed"]["learning_rate"],
+        evaluate_k: int = d["evaluate"]["typed"]["k"],
+        registry_model_name: str = d["register"]["typed"]["model_name"],
+        gate_metric: str = d["register"]["typed"]["gate_metric"],
+        gate_threshold: float = d["register"]["typed"]["gate_threshold"],
+        sft_config: dict = d["sft"]["config"],
+        evaluate_config: dict = d["evaluate"]["config"],
+        register_config: dict = d["register"]["config"],
         sft_accelerator_type: str = p.gpu_resource,
         sft_accelerator_count: int = p.gpu_count,
-        eval_accelerator_type: str = p.gpu_resource,
-        eval_accelerator_count: int = p.gpu_count,
+        evaluate_accelerator_type: str = p.gpu_resource,
+        evaluate_accelerator_count: int = p.gpu_count,
         gpu_tolerations: list = p.tolerations,
         gpu_node_selector: dict = p.node_selector,
         s3_secret: str = p.s3_secret,
         mlflow_secret: str = p.mlflow_secret,
     ) -> Outputs:
-        secrets = (s3_secret, mlflow_secret)
-        data = common.prepare(p, secrets, REQUIRED, seed, sft_data=sft_data, eval_data=eval_data)
-        sft = common.train_sft(p, secrets, common.gpu_settings(sft_accelerator_type, sft_accelerator_count,
-                                                               gpu_tolerations, gpu_node_selector),
-                               data, sft_config, base_model, sft_steps, sft_learning_rate, seed)
-        ev = common.evaluate_models(p, secrets, common.gpu_settings(eval_accelerator_type, eval_accelerator_count,
-                                                                    gpu_tolerations, gpu_node_selector),
-                                    data, evaluate_config, eval_k, seed, base_model, sft)
-        reg = common.register_model(p, secrets, register_config, sft, ev, "sft", registry_model_name,
-                                    gate_metric, gate_threshold)
+        params = dict(locals())
+        w = common.wiring(p, params)
+        data = common.prepare(w, REQUIRED, params)
+        sft = common.sft(w, data, params)
+        ev = common.evaluate(w, data, sft, params)
+        reg = common.register(w, sft, ev, "sft", params)
         return Outputs(eval_results=ev.outputs["results"], registry=reg.outputs["Output"])
 
     return sft_pipeline

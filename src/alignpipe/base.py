@@ -17,6 +17,9 @@ from typing import Any
 
 #: Exit code of a run that stopped on a user error (bad config, data, model, storage, ...).
 USER_ERROR_EXIT = 2
+#: Printed (one line, stdout) by global rank 0 when a distributed stage succeeded, followed by the
+#: StageResult JSON: how the multi-node runner reads the result back from the master pod's log.
+RESULT_MARKER = "ALIGNPIPE_RESULT_JSON: "
 
 
 class UserError(Exception):

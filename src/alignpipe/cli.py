@@ -1,63 +1,26 @@
 """`alignpipe` command line: stages, data validation, config schemas, pipelines (run locally, compile,
 submit, upload) and the demo (= `alignpipe run rlhf --local` with the embedded defaults).
 
-User errors (bad config, bad data, missing model, storage faults) print one line per problem on
-stderr and exit 2 — no traceback.
+All argparse code of the project lives here. User errors (every `alignpipe.base.UserError`: bad
+config, data, model, storage, ...) print one line per problem on stderr and exit 2 — no traceback.
+Importing this module sets no environment and imports nothing heavy: commands that train nothing
+(`--help`, `config schema`, `data validate`, `params`, `compile`, `submit`, `upload`) never load torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from alignpipe.config import ConfigError
-    from alignpipe.data import DataError
-    from alignpipe.models import ModelError
-
-    errs: list[type[BaseException]] = [ConfigError, DataError, ModelError]
-    try:
-        from alignpipe.storage import StorageError
-
-        errs.append(StorageError)
-    except ImportError:  # pragma: no cover
-        pass
-    from alignpipe.stages.register import RegistrationError
-
-    errs.append(RegistrationError)
-    from alignpipe.kfp_local import PipelineError
-    from alignpipe.pipelines.common import PlatformError
-
-    errs += [PipelineError, PlatformError]
-    from alignpipe.distributed import DistributedError
-    from alignpipe.registry import RegistryError
-    from alignpipe.trainjob import TrainJobError
-
-    errs += [DistributedError, RegistryError, TrainJobError]
-    return tuple(errs)
-
-
-def _stage_module(name: str):
-    import importlib
-
-    return importlib.import_module(f"alignpipe.stages.{name}")
+from alignpipe.base import UserError, report_user_error
 
 
 def cmd_stage(args) -> int:
-    from alignpipe import config
+    from alignpipe import config, launch
 
     cfg = config.load(args.name, args.config, args.overrides)
-    result = _stage_module(args.name).run(cfg)
+    result = launch.run_stage(args.name, cfg)
     out = result.to_dict()
     out.pop("history", None)
     print(json.dumps(out, indent=2, default=str))
@@ -67,9 +30,26 @@ def cmd_stage(args) -> int:
 
 
 def cmd_data_validate(args) -> int:
+    """Print `OK <path>: <rows> rows, format <format>` and return 0, or the problem lines (at most 20,
+    then a count) on stderr and return 2."""
     from alignpipe import data
 
-    return data.validate_cli(args.path, args.kind)
+    report = data.validate(args.path, args.kind)
+    if report.ok:
+        print(report.summary())
+        return 0
+    print(report.summary(), file=sys.stderr)
+    return 2
+
+
+def cmd_model_pull(args) -> int:
+    from alignpipe import registry
+
+    got = registry.pull_model(args.ref, args.dir, overwrite=args.force, tracking_uri=args.tracking_uri)
+    aliases = f" [{', '.join(got.aliases)}]" if got.aliases else ""
+    print(f"pulled {got.name} v{got.version}{aliases} from {got.source} into {got.path} "
+          f"({got.files} files, {got.total_bytes / 1e6:.1f} MB)")
+    return 0
 
 
 def cmd_config_schema(args) -> int:
@@ -79,61 +59,73 @@ def cmd_config_schema(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """The embedded demo: the rlhf pipeline through kfp.local with its defaults (base model tiny:SEED)."""
-    from alignpipe import kfp_local
+def _params(args) -> dict:
+    """A pipeline's parameters from `--preset` (if any), then `--param` items (which win)."""
+    from alignpipe import runs
 
-    params = {"seed": args.seed, "base_model": f"tiny:{args.seed}"}
-    summary = kfp_local.run_local("rlhf", params, args.workdir)
+    pipeline = runs.load(args.name)
+    params = runs.preset_params(args.preset, args.name) if getattr(args, "preset", None) else {}
+    params.update(runs.parse_params(pipeline, args.param))
+    return params
+
+
+def cmd_demo(args) -> int:
+    """The embedded demo: `alignpipe run rlhf --local --preset demo` (base model tiny:SEED)."""
+    from alignpipe import runs
+
+    params = runs.preset_params("demo", "rlhf")
+    params.update({"seed": args.seed, "base_model": f"tiny:{args.seed}"})
+    summary = runs.run_local("rlhf", params, args.workdir)
     return 0 if summary["status"] == "succeeded" else 1
 
 
 def cmd_run(args) -> int:
-    from alignpipe import kfp_local
+    from alignpipe import runs
 
     if not args.local:
         print("error: only --local runs here; use `alignpipe submit NAME --host URL` for a cluster", file=sys.stderr)
         return 2
-    pipeline = kfp_local.load(args.name)
-    params = kfp_local.parse_params(pipeline, args.param)
-    summary = kfp_local.run_local(args.name, params, args.workdir or f"out/{args.name}")
+    summary = runs.run_local(args.name, _params(args), args.workdir or f"out/{args.name}")
     return 0 if summary["status"] == "succeeded" else 1
 
 
 def cmd_compile(args) -> int:
-    from alignpipe import kfp_local
+    from alignpipe import runs
 
-    for name, path in kfp_local.compile_all(args.out, image=args.image, gpu_image=args.gpu_image).items():
+    for name, path in runs.compile_all(args.out, image=args.image, gpu_image=args.gpu_image, preset=args.preset,
+                                       root=args.pipeline_root).items():
         print(f"{name}: {path}")
     return 0
 
 
 def cmd_submit(args) -> int:
-    from alignpipe import kfp_local
+    from alignpipe import runs
 
-    pipeline = kfp_local.load(args.name, kfp_local.platform_from(args.image) if args.image else None)
-    params = kfp_local.parse_params(pipeline, args.param)
-    out = kfp_local.submit(args.name, args.host, params, experiment=args.experiment, namespace=args.namespace,
-                           run_name=args.run_name, image=args.image)
+    out = runs.submit(args.name, args.host, _params(args), experiment=args.experiment, namespace=args.namespace,
+                      run_name=args.run_name, image=args.image, root=args.pipeline_root)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def cmd_upload(args) -> int:
-    from alignpipe import kfp_local
+    from alignpipe import runs
 
-    out = kfp_local.upload(args.host, namespace=args.namespace, image=args.image, gpu_image=args.gpu_image,
-                           version=args.version)
+    out = runs.upload(args.host, namespace=args.namespace, image=args.image, gpu_image=args.gpu_image,
+                      version=args.version, root=args.pipeline_root)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def cmd_params(args) -> int:
-    from alignpipe import kfp_local
+    from alignpipe import runs
 
-    for name, (kind, default) in kfp_local.parameters(kfp_local.load(args.name)).items():
+    for name, (kind, default) in runs.parameters(runs.load(args.name)).items():
         print(f"{name}\t{kind}\t{json.dumps(default)}")
     return 0
+
+
+ROOT_HELP = ("where a run's artifacts (models included) land, e.g. s3://bucket/pipelines "
+             "(default ALIGNPIPE_ARTIFACT_ROOT, else KFP's own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,17 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("stage", choices=list(STAGE_CONFIGS))
     sc.set_defaults(func=cmd_config_schema)
 
-    dm = sub.add_parser("demo", help="the rlhf pipeline on the embedded tiny model, locally (= run rlhf --local)")
+    dm = sub.add_parser("demo", help="the rlhf pipeline on the embedded tiny model, locally "
+                        "(= run rlhf --local --preset demo)")
     dm.add_argument("--workdir", default="out/demo")
     dm.add_argument("--seed", type=int, default=0)
     dm.set_defaults(func=cmd_demo)
 
-    from alignpipe.kfp_local import PIPELINES
+    from alignpipe.pipelines import PIPELINES
 
     r = sub.add_parser("run", help="run a pipeline through kfp.local on this machine")
     r.add_argument("name", help=f"pipeline: {', '.join(PIPELINES)}")
     r.add_argument("--local", action="store_true", help="run on this machine (kfp.local); required")
     r.add_argument("--workdir", help="outputs, logs, mlflow.db and summary.json (default out/NAME)")
+    r.add_argument("--preset", help="a preset of parameters: a shipped name (demo) or a YAML file; --param wins")
     r.add_argument("--param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                    help="pipeline parameter (YAML/JSON value), repeatable; list them with `alignpipe params NAME`")
     r.set_defaults(func=cmd_run)
@@ -181,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", default="out/pipelines")
     cp.add_argument("--image", help="image of the CPU steps (default ALIGNPIPE_IMAGE or the release image)")
     cp.add_argument("--gpu-image", help="image of the training/eval steps (default ALIGNPIPE_GPU_IMAGE)")
+    cp.add_argument("--preset", help="compile NAME-PRESET.yaml packages whose defaults are the preset's (e.g. demo)")
+    cp.add_argument("--pipeline-root", help=ROOT_HELP)
     cp.set_defaults(func=cmd_compile)
 
     sm = sub.add_parser("submit", help="submit a pipeline run to a Kubeflow Pipelines API")
@@ -190,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--namespace", help="KFP namespace (multi-user); default ALIGNPIPE_NAMESPACE")
     sm.add_argument("--run-name")
     sm.add_argument("--image", help="image of the CPU steps")
+    sm.add_argument("--preset", help="a preset of parameters (name or YAML file); --param wins")
     sm.add_argument("--param", action="extend", nargs="+", default=[], metavar="NAME=VALUE")
+    sm.add_argument("--pipeline-root", help=ROOT_HELP)
     sm.set_defaults(func=cmd_submit)
 
     up = sub.add_parser("upload", help="create or version every pipeline in a KFP API (the Helm upload job)")
@@ -199,15 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--image")
     up.add_argument("--gpu-image")
     up.add_argument("--version", help="version name suffix (default: package version, git sha, time)")
+    up.add_argument("--pipeline-root", help=ROOT_HELP)
     up.set_defaults(func=cmd_upload)
 
     pa = sub.add_parser("params", help="list a pipeline's parameters (name, type, default)")
     pa.add_argument("name")
     pa.set_defaults(func=cmd_params)
 
-    from alignpipe import registry
-
-    registry.add_cli(sub)
+    mp = sub.add_parser("model", help="registered models (MLflow Model Registry)")
+    msub = mp.add_subparsers(dest="model_command", required=True)
+    pp = msub.add_parser(
+        "pull", help="download a registered model version into a folder (verified, complete)",
+        description="Download NAME@ALIAS or NAME/VERSION from the MLflow Model Registry (MLFLOW_TRACKING_URI) "
+                    "into DIR. s3:// sources are checked against their MANIFEST.json; the folder is "
+                    "renamed into place only once complete.")
+    pp.add_argument("ref", help="NAME@ALIAS (e.g. alignpipe-demo@champion), NAME/VERSION, or models:/...")
+    pp.add_argument("dir", help="folder to create (must not exist or be empty, unless --force)")
+    pp.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
+    pp.add_argument("--tracking-uri", default=None, help="MLflow tracking server (default MLFLOW_TRACKING_URI)")
+    pp.set_defaults(func=cmd_model_pull)
     return p
 
 
@@ -221,18 +229,17 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides or []) + extras
         else:
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
-    errors = _user_errors()
+    from alignpipe.launch import quiet_libraries
+
+    quiet_libraries()
     try:
         return args.func(args)
-    except errors as e:
-        for line in str(e).splitlines() or [type(e).__name__]:
-            print(f"error: {line}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return report_user_error(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
-    t0 = time.time()
     sys.exit(main())

@@ -11,6 +11,8 @@ or the word `tiny` for the embedded tiny model that alignpipe builds itself (no 
 
 from __future__ import annotations
 
+from alignpipe.base import UserError
+
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user error in a config: the message is one line per problem, naming the file and field."""
 
 
@@ -73,7 +75,9 @@ class LoraSettings(_Strict):
 class DistributedSettings(_Strict):
     """How a step uses more than one device. Multi-node runs are handed to Kubeflow Trainer by the pipeline."""
 
-    gpus: int = Field(1, ge=1, description="Processes (GPUs) on this node; > 1 launches torchrun inside the pod.")
+    gpus: int = Field(1, ge=1, description="Processes (GPUs) per node; > 1 launches torchrun inside the pod.")
+    nodes: int = Field(1, ge=1, description="Nodes; > 1 hands the step to Kubeflow Trainer (TrainJob) with `gpus` "
+                       "processes on each node (output_dir must then be an s3:// URI).")
     deepspeed: Literal["none", "zero2", "zero2_offload", "zero3", "zero3_offload"] = Field(
         "none", description="DeepSpeed ZeRO preset for multi-GPU runs.")
 
@@ -166,11 +170,63 @@ class ExpertIterationSettings(_Strict):
     sft_steps_per_round: int = Field(50, ge=1, description="SFT optimizer steps on the kept completions per round.")
 
 
+class KLSettings(_Strict):
+    """KL to a frozen reference (a copy of the input model) on the alignpipe engine."""
+
+    beta: float = Field(0.0, ge=0, description="KL coefficient (0: no reference model is loaded).")
+    estimator: str = Field("k3", description="Per-token KL estimator: k1 (log-ratio), k2 (squared/2), k3 "
+                           "(ratio - 1 - log ratio).")
+    mode: Literal["loss", "reward"] | None = Field(
+        None, description="`loss`: beta x KL added to the loss; `reward`: -beta x KL per token folded into the reward "
+        "(default: reward for reinforce_pp and gae, loss otherwise).")
+
+
+class CriticSettings(_Strict):
+    """The value model of `gae` (PPO)."""
+
+    init: Literal["policy", "reward_model"] = Field(
+        "policy", description="Value head on a copy of the policy, or on the reward model (its score head).")
+    learning_rate: float = Field(1e-5, gt=0, description="The critic's own learning rate.")
+    value_clip: float | None = Field(0.2, gt=0, description="Clip the value update to +-this (null: no clipping).")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+
+
+class RLEngineSettings(_Strict):
+    """Settings of alignpipe's own RL engine (`engine: alignpipe`); plug-in names are listed by
+    `alignpipe.rl.describe()`. Group size is `grpo.num_generations`, completions per step `training.batch_size`
+    x `gradient_accumulation_steps`, rollout steps `training.max_steps`."""
+
+    advantage: str | None = Field(None, description="Advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae "
+                                  "(default from algorithm: ppo -> gae, grpo -> grpo, rloo -> rloo).")
+    loss: str | None = Field(None, description="Policy loss: ppo_clip, nft, copg, sft_on_positive (default ppo_clip).")
+    aggregation: str | None = Field(None, description="token_mean, seq_mean or token_sum_norm (default token_mean; "
+                                    "token_sum_norm for dr_grpo).")
+    epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    minibatches: int = Field(1, ge=1, description="Optimizer steps per pass (the batch is split along prompt groups).")
+    clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip (lower side, and upper unless clip_eps_high).")
+    clip_eps_high: float | None = Field(None, gt=0, description="Upper ratio clip (DAPO clip-higher, e.g. 0.28).")
+    kl: KLSettings = Field(default_factory=KLSettings)
+    critic: CriticSettings | None = Field(default_factory=CriticSettings, description="Critic for gae.")
+    normalize_advantages: bool | None = Field(None, description="Whiten advantages over the batch (default: gae only).")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+    positive_threshold: float = Field(1.0, description="A completion counts as correct for nft / sft_on_positive "
+                                      "when its reward is >= this.")
+    copg_beta: float = Field(0.1, gt=0, description="CoPG's regularisation toward the reference log-ratio.")
+    length_bonus: float = Field(0.0, description="Reward shaping: + weight x completion tokens / max_new_tokens.")
+    reward_clip: float | None = Field(None, gt=0, description="Clip the summed reward to +-this.")
+
+
 class RLConfig(_Stage):
-    """RL fine-tuning with rewards: GRPO, RLOO (TRL) or expert iteration."""
+    """RL fine-tuning with rewards: GRPO, RLOO (TRL or alignpipe engine), PPO (alignpipe engine), expert iteration."""
 
     stage: Literal["rl"] = "rl"
     algorithm: Literal["grpo", "rloo", "expert_iteration", "ppo"] = Field("grpo", description="RL algorithm.")
+    engine: Literal["trl", "alignpipe"] = Field(
+        "trl", description="`trl`: TRL's trainers (grpo, rloo) and expert iteration; `alignpipe`: alignpipe's own "
+        "engine (ppo, grpo, rloo, with plug-in advantages/losses/KL in engine_settings).")
+    engine_settings: RLEngineSettings = Field(default_factory=RLEngineSettings,
+                                              description="Settings of engine: alignpipe.")
     train_data: str = Field(description="RL prompts: `prompt` + reference `answer` (optional `domain`, `difficulty`).")
     reward_model: str | None = Field(None, description="Trained reward model dir/URI, used by the `reward_model` reward.")
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="exact_match")],
@@ -184,17 +240,19 @@ class RLConfig(_Stage):
 
     @model_validator(mode="after")
     def _check(self) -> "RLConfig":
-        if self.algorithm == "ppo":
+        if self.algorithm == "ppo" and self.engine == "trl":
             raise ValueError(
-                "algorithm=ppo is not yet supported: TRL 1.x removed PPOTrainer and alignpipe has no PPO "
-                "(critic + GAE) yet (use algorithm: grpo or rloo)")
+                "algorithm=ppo is not yet supported on engine: trl (TRL 1.x removed PPOTrainer); "
+                "set engine: alignpipe to run PPO (critic + GAE) on alignpipe's engine")
+        if self.engine == "alignpipe":
+            self._check_engine()
         if not self.rewards:
             raise ValueError("rewards is empty (add at least one, e.g. rewards: [{name: exact_match}])")
         names = [r.name for r in self.rewards]
         if "reward_model" in names and not self.reward_model:
             raise ValueError("rewards uses reward_model but reward_model is not set "
                              "(set reward_model: <dir or s3:// URI of a trained reward model>)")
-        if self.algorithm in ("grpo", "rloo"):
+        if self.algorithm in ("grpo", "rloo", "ppo"):
             gen_batch = self.training.batch_size * self.training.gradient_accumulation_steps
             if gen_batch % self.grpo.num_generations:
                 raise ValueError(
@@ -202,6 +260,22 @@ class RLConfig(_Stage):
                     f"grpo.num_generations ({self.grpo.num_generations}) (e.g. batch_size: "
                     f"{self.grpo.num_generations * max(1, gen_batch // self.grpo.num_generations)})")
         return self
+
+    def _check_engine(self) -> None:
+        """engine: alignpipe — every plug-in name resolves and the settings fit, before any model loads."""
+        from alignpipe import rl  # imports torch; only for this engine
+
+        try:
+            rl.plan(self)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if self.grpo.beta:
+            raise ValueError("grpo.beta is read by engine: trl only; on engine: alignpipe set engine_settings.kl.beta "
+                             "(and grpo.beta: 0)")
+        if self.generation.temperature <= 0:
+            raise ValueError("generation.temperature must be > 0 on engine: alignpipe (RL samples completions)")
+        if self.distributed.gpus > 1 or getattr(self.distributed, "nodes", 1) > 1:
+            raise ValueError("engine: alignpipe runs in one process (set distributed.gpus: 1, or engine: trl)")
 
 
 class PreferenceConfig(_Stage):
@@ -404,6 +478,31 @@ def load(stage: str, path: str | Path | None = None, overrides: list[str] | None
             raise ConfigError(f"{p}: top level must be a mapping of keys to values")
     data = apply_overrides(data, overrides, source)
     return validate(stage, data, source)
+
+
+def default_value(stage: str, dotted: str) -> Any:
+    """The schema's default of `stage`'s field `dotted` (e.g. `training.learning_rate`), JSON-ready."""
+    from pydantic_core import PydanticUndefined
+
+    model: Any = STAGE_CONFIGS[stage]
+    value: Any = None
+    for part in dotted.split("."):
+        cls = model if isinstance(model, type) else type(model)
+        info = cls.model_fields[part]
+        if info.default_factory is not None:
+            value = info.default_factory()
+        elif info.default is not PydanticUndefined:
+            value = info.default
+        elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            value = info.annotation()
+        else:
+            raise ConfigError(f"{stage}: {dotted} has no default")
+        model = value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [v.model_dump(mode="json", exclude_defaults=True) if isinstance(v, BaseModel) else v for v in value]
+    return value
 
 
 def json_schema(stage: str) -> dict:

@@ -28,21 +28,19 @@ streamed through the tracking server (``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=f
 needs to reach only the tracking server, not the S3 endpoint the server uses.
 
 Every failure is a :class:`RegistryError` with one line naming the model, the tracking server and the fix.
-
-The ``alignpipe model pull`` command is defined here as :func:`add_cli` so that ``cli.build_parser`` only
-has to call ``registry.add_cli(sub)``.
+(``alignpipe model pull`` is the CLI's wrapper of :func:`pull_model`.)
 """
 
 from __future__ import annotations
 
-import argparse
+from alignpipe.base import UserError
+
 import contextlib
 import dataclasses
 import hashlib
 import os
 import re
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -52,9 +50,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alignpipe import models, storage, tracking
+from alignpipe import models, settings, storage, tracking
 
-__all__ = ["DEFAULT_ALIAS", "ModelRef", "PulledModel", "RegistryError", "add_cli", "parse_ref", "pull",
+__all__ = ["DEFAULT_ALIAS", "ModelRef", "PulledModel", "RegistryError", "parse_ref", "pull",
            "pull_model", "resolve"]
 
 DEFAULT_ALIAS = "champion"
@@ -69,7 +67,7 @@ _PULL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOU
              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError, ValueError):
     """A registry operation failed; the message is one line naming the model/server and the fix."""
 
     def __init__(self, message: str):
@@ -175,11 +173,10 @@ def _bounded_http() -> Iterator[None]:
 
 
 def _timeout() -> float:
-    v = os.environ.get("ALIGNPIPE_MLFLOW_TIMEOUT", "").strip()
     try:
-        return float(v) if v else 10.0
-    except ValueError:
-        raise RegistryError(f"ALIGNPIPE_MLFLOW_TIMEOUT={v!r} is not a number of seconds — fix or unset it") from None
+        return settings.current().mlflow_timeout
+    except settings.SettingsError as e:  # e.g. ALIGNPIPE_MLFLOW_TIMEOUT='abc' is not a number of seconds
+        raise RegistryError(str(e)) from None
 
 
 def _short(e: BaseException, uri: str = "") -> str:
@@ -205,7 +202,7 @@ def resolve(ref: str | ModelRef, tracking_uri: str | None = None) -> tuple[Any, 
     uri = tracking_uri or tracking.tracking_uri()
     where = _redact(uri)
     _probe(uri, _timeout())
-    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    registry_uri = settings.current().mlflow_registry_uri or uri
     client = MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
     try:
         rm = client.get_registered_model(r.name)
@@ -347,33 +344,3 @@ def pull(ref: str, dest: str | os.PathLike[str], *, overwrite: bool = False,
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-
-def cmd_model_pull(args: argparse.Namespace) -> int:
-    """`alignpipe model pull REF DIR`: exit 0 on success, 2 with one `error:` line on a user error."""
-    try:
-        got = pull_model(args.ref, args.dir, overwrite=args.force, tracking_uri=args.tracking_uri)
-    except (RegistryError, storage.StorageError, models.ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    aliases = f" [{', '.join(got.aliases)}]" if got.aliases else ""
-    print(f"pulled {got.name} v{got.version}{aliases} from {got.source} into {got.path} "
-          f"({got.files} files, {got.total_bytes / 1e6:.1f} MB)")
-    return 0
-
-
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``model pull`` to the ``alignpipe`` CLI: in ``cli.build_parser`` call ``registry.add_cli(sub)``."""
-    mp = subparsers.add_parser("model", help="registered models (MLflow Model Registry)")
-    msub = mp.add_subparsers(dest="model_command", required=True)
-    pp = msub.add_parser(
-        "pull", help="download a registered model version into a folder (verified, complete)",
-        description="Download NAME@ALIAS or NAME/VERSION from the MLflow Model Registry (MLFLOW_TRACKING_URI) "
-                    "into DIR. s3:// sources are checked against their MANIFEST.json; the folder is "
-                    "renamed into place only once complete.")
-    pp.add_argument("ref", help="NAME@ALIAS (e.g. alignpipe-demo@champion), NAME/VERSION, or models:/...")
-    pp.add_argument("dir", help="folder to create (must not exist or be empty, unless --force)")
-    pp.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
-    pp.add_argument("--tracking-uri", default=None, help="MLflow tracking server (default MLFLOW_TRACKING_URI)")
-    pp.set_defaults(func=cmd_model_pull)
-    return pp

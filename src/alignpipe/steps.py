@@ -6,37 +6,77 @@ the pipeline's typed parameters for that stage (steps, learning rate, ...) and i
 the ONE schema (`alignpipe.config`). The same function validates a pipeline's parameters at compile and
 submit time (with placeholder paths), so a bad config dict fails before anything runs.
 
-Also here: `prepare_data()` (validate + digest every data set a pipeline needs, or write the demo data
-when no data set URI is given) and `defaults()` (the pipelines' defaults = the demo's calibrated settings
-from `alignpipe.demo`).
+Also here: `STAGE_PARAMS`, the one table of typed pipeline parameters per stage; `prepare_data()`
+(validate + digest every data set a pipeline needs, or write the demo data when no data set URI is
+given); and `defaults()` (the pipelines' UI defaults, from the schema).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alignpipe import config as _config
 from alignpipe.config import ConfigError
 
-#: Typed pipeline parameter -> the stage-config key it sets. Keys listed here are owned by the typed
-#: parameter: setting them in the stage's `config` dict is an error (set the typed parameter instead).
-TYPED_KEYS: dict[str, dict[str, str]] = {
-    "sft": {"max_steps": "training.max_steps", "learning_rate": "training.learning_rate", "seed": "training.seed",
-            "model": "model"},
-    "reward_model": {"max_steps": "training.max_steps", "learning_rate": "training.learning_rate",
-                     "seed": "training.seed"},
-    "rl": {"algorithm": "algorithm", "rewards": "rewards", "max_steps": "training.max_steps",
-           "learning_rate": "training.learning_rate", "seed": "training.seed"},
-    "preference": {"max_steps": "training.max_steps", "learning_rate": "training.learning_rate",
-                   "seed": "training.seed", "beta": "beta"},
-    "evaluate": {"k": "k", "seed": "seed"},
-    "register": {"model_name": "model_name", "gate_metric": "gate_metric", "gate_threshold": "gate_threshold"},
+@dataclass(frozen=True)
+class Typed:
+    """One typed pipeline parameter: the component argument, the stage-config key it sets, the pipeline
+    parameter that feeds it (the name users see in the UI and in `--param`)."""
+
+    arg: str
+    key: str
+    param: str
+
+
+@dataclass(frozen=True)
+class StageParams:
+    config_param: str              # the pipeline's dict parameter holding the rest of the stage config
+    typed: tuple[Typed, ...]
+
+    def by_arg(self) -> dict[str, str]:
+        return {t.arg: t.key for t in self.typed}
+
+
+#: THE table of pipeline parameters per stage; every lookup below (and in alignpipe.runs) derives from
+#: it. Adding a knob: one row here, plus the component's and the pipelines' explicit signatures (the UI
+#: reads those; tests/pipelines/test_compile.py checks they match this table). Keys listed here are
+#: owned by the typed parameter: setting them in the stage's `config` dict is an error.
+STAGE_PARAMS: dict[str, StageParams] = {
+    "sft": StageParams("sft_config", (
+        Typed("base_model", "model", "base_model"),
+        Typed("max_steps", "training.max_steps", "sft_steps"),
+        Typed("learning_rate", "training.learning_rate", "sft_learning_rate"),
+        Typed("seed", "training.seed", "seed"))),
+    "reward_model": StageParams("reward_model_config", (
+        Typed("max_steps", "training.max_steps", "reward_model_steps"),
+        Typed("learning_rate", "training.learning_rate", "reward_model_learning_rate"),
+        Typed("seed", "training.seed", "seed"))),
+    "rl": StageParams("rl_config", (
+        Typed("algorithm", "algorithm", "rl_algorithm"),
+        Typed("rewards", "rewards", "rewards"),
+        Typed("max_steps", "training.max_steps", "rl_steps"),
+        Typed("learning_rate", "training.learning_rate", "rl_learning_rate"),
+        Typed("seed", "training.seed", "seed"))),
+    "preference": StageParams("preference_config", (
+        Typed("max_steps", "training.max_steps", "preference_steps"),
+        Typed("learning_rate", "training.learning_rate", "preference_learning_rate"),
+        Typed("beta", "beta", "preference_beta"),
+        Typed("seed", "training.seed", "seed"))),
+    "evaluate": StageParams("evaluate_config", (
+        Typed("k", "k", "evaluate_k"),
+        Typed("seed", "seed", "seed"))),
+    "register": StageParams("register_config", (
+        Typed("model_name", "model_name", "registry_model_name"),
+        Typed("gate_metric", "gate_metric", "gate_metric"),
+        Typed("gate_threshold", "gate_threshold", "gate_threshold"))),
 }
+#: component argument -> stage-config key, per stage (derived).
+TYPED_KEYS: dict[str, dict[str, str]] = {stage: sp.by_arg() for stage, sp in STAGE_PARAMS.items()}
 
 #: Keys set from artifact paths (never from the config dict).
 PATH_KEYS: dict[str, tuple[str, ...]] = {
@@ -60,7 +100,6 @@ SPLITS: dict[str, str] = {
 DEMO_FILES = {"sft_train": "sft_train", "preference_train": "preference_train", "preference_eval": "preference_eval",
               "rl_train": "rl_train", "eval_set": "eval"}
 
-#: DPO defaults on the tiny model (alignpipe.demo has no preference stage yet).
 # --------------------------------------------------------------------------------------------- dicts
 
 
@@ -101,20 +140,19 @@ def _pop(d: dict, dotted: str) -> None:
 # ------------------------------------------------------------------------------------------ defaults
 
 
-def defaults(seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Per stage: {"typed": {param: value}, "config": {the rest}} from the demo's calibrated settings.
+def defaults() -> dict[str, dict[str, Any]]:
+    """Per stage: {"typed": {component arg: default}, "config": {}} — the schema's own defaults.
 
-    Read from `alignpipe.demo.demo_configs` every time (the lead tunes those numbers there)."""
-    from alignpipe import demo
-
-    cfgs = copy.deepcopy(demo.demo_configs("/__workdir__", seed))
-    cfgs.setdefault("preference", copy.deepcopy(demo.PREFERENCE))
+    These are the compiled pipelines' UI defaults: settings for real models. A base model has no default
+    (an empty `base_model` fails the run at prepare-data with one line). The demo's settings are a
+    preset (`alignpipe run NAME --local --preset demo`, `alignpipe.presets`)."""
     out: dict[str, dict[str, Any]] = {}
-    for stage, cfg in cfgs.items():
-        typed = {name: _get(cfg, key) for name, key in TYPED_KEYS[stage].items() if _get(cfg, key) is not None}
-        for key in list(TYPED_KEYS[stage].values()) + list(PATH_KEYS[stage]):
-            _pop(cfg, key)
-        out[stage] = {"typed": typed, "config": cfg}
+    for stage, sp in STAGE_PARAMS.items():
+        typed = {}
+        for t in sp.typed:
+            value = "" if t.key == "model" else _config.default_value(stage, t.key)
+            typed[t.arg] = value
+        out[stage] = {"typed": typed, "config": {}}
     return out
 
 
@@ -131,7 +169,7 @@ def stage_config(stage: str, config: dict | None, typed: dict[str, Any], paths: 
     if not isinstance(config or {}, dict):
         raise ConfigError(f"{source}: must be a mapping of config keys (got {type(config).__name__})")
     data = copy.deepcopy(dict(config or {}))
-    owned = {key: f"the pipeline parameter for {name}" for name, key in TYPED_KEYS[stage].items()}
+    owned = {t.key: f"the pipeline parameter {t.param}" for t in STAGE_PARAMS[stage].typed}
     owned.update({key: "the pipeline (an artifact path)" for key in PATH_KEYS[stage]})
     problems = [f"{source}: {key}: set by {who}, not in the config dict (remove it)"
                 for key, who in owned.items() if _get(data, key) is not None]
@@ -164,10 +202,12 @@ def dataset_path(artifact) -> str | None:
 def run_component(stage: str, config: dict | None, typed: dict[str, Any], paths: dict[str, Any],
                   metrics=None, report=None, output=None):
     """Validate, run `alignpipe.stages.<stage>.run`, log metrics, write the HTML report, tag the output."""
+    from alignpipe import launch
     from alignpipe import report as _report
 
+    launch.quiet_libraries()
     cfg = stage_config(stage, config, typed, paths)
-    result = importlib.import_module(f"alignpipe.stages.{stage}").run(cfg)
+    result = launch.run_stage(stage, cfg)
     if metrics is not None:
         _report.log_metrics(metrics, result)
     if report is not None:
@@ -188,11 +228,11 @@ def _copy_data(src_uri: str, dest: Path) -> None:
 
     try:
         if storage.is_remote(src_uri):
-            from alignpipe.data.io import _local  # noqa: PLC2701 - the same fetch the readers use
+            from alignpipe.data.io import local_path
 
-            local = _local(src_uri)
+            local = local_path(src_uri)
         else:
-            local = Path(src_uri.removeprefix("file://")).expanduser()
+            local = storage.to_path(src_uri)
     except storage.StorageError as e:
         raise DataError(str(e)) from None
     if dest.exists():
@@ -204,7 +244,8 @@ def _copy_data(src_uri: str, dest: Path) -> None:
         shutil.copyfile(local, dest)
 
 
-def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, Any], seed: int = 0) -> dict:
+def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, Any], seed: int = 0,
+                 base_model: str | None = None) -> dict:
     """Validate every data set the pipeline needs and hand each on as a Dataset artifact.
 
     - `uris`: split -> data set URI ("" = not given). If no URI is given at all, the embedded demo data
@@ -212,7 +253,13 @@ def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, A
     - `required`: the splits this pipeline trains/evaluates on; a missing one is an error.
     - `outputs`: split -> KFP Dataset artifact (`.path`, `.metadata`). Splits not given are left as empty
       placeholders with `metadata["rows"] = 0` (`dataset_path()` maps them to None).
+    - `base_model`: the pipeline's base model; empty is an error (there is no silent default outside a
+      preset). None skips the check (callers that train nothing).
     Raises DataError listing every problem of every data set before anything is trained."""
+    if base_model is not None and not str(base_model).strip():
+        raise ConfigError("base_model: empty — set the pipeline parameter base_model to a hub id (e.g. "
+                          "Qwen/Qwen2.5-0.5B-Instruct), an s3:// or local model folder, or `tiny` for the embedded "
+                          "test model (or run with --preset demo)")
     from alignpipe import data
     from alignpipe.data import DataError
 
@@ -266,3 +313,17 @@ def registry_outputs(result) -> dict:
     lin = result.lineage
     return {"model_name": lin.get("model_name"), "version": lin.get("version"), "alias": lin.get("alias"),
             "promoted": lin.get("promoted") == "true", "reason": lin.get("reason", "")}
+
+
+def preset_stage_configs(values: dict[str, Any]) -> dict[str, dict]:
+    """Stage config dicts (without artifact paths) from pipeline parameter values, e.g. a preset's
+    (`alignpipe.runs.preset_params("demo", "rlhf")`): each stage's `<stage>_config` dict with its typed
+    parameters set — what a pipeline would hand each stage."""
+    out: dict[str, dict] = {}
+    for stage, sp in STAGE_PARAMS.items():
+        cfg = copy.deepcopy(values.get(sp.config_param) or {})
+        for t in sp.typed:
+            if t.param in values:
+                _set(cfg, t.key, copy.deepcopy(values[t.param]))
+        out[stage] = cfg
+    return out

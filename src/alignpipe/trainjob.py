@@ -3,9 +3,9 @@
 A pipeline step whose stage asks for more than one node does not train in its own pod. It writes the
 stage config into a ConfigMap, creates a job in which every node runs
 
-    torchrun -m alignpipe.distributed STAGE --config /etc/alignpipe/config.json
+    torchrun -m alignpipe.launch STAGE --config /etc/alignpipe/config.json
 
-(`alignpipe.distributed`'s per-rank entry point: the same `stages.X.run(cfg)` as `alignpipe stage X`,
+(`alignpipe.launch`'s per-rank entry point: the same `stages.X.run(cfg)` as `alignpipe stage X`,
 with rank 0 publishing the output and printing the StageResult after RESULT_MARKER), waits for the job,
 and returns rank 0's StageResult, read back from the pod log. On failure the error names the job, its
 condition, and carries the last log lines of its pods.
@@ -20,6 +20,8 @@ on pods/log.
 
 from __future__ import annotations
 
+from alignpipe.base import UserError
+
 import json
 import re
 import time
@@ -27,7 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from alignpipe.distributed import RESULT_MARKER
+from alignpipe.base import RESULT_MARKER, StageResult
 
 TRAINJOB_API = ("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
 PYTORCHJOB_API = ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
@@ -45,7 +47,7 @@ FAILURE_CONDITIONS = ("Failed",)
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-class TrainJobError(RuntimeError):
+class TrainJobError(UserError, RuntimeError):
     """A multi-node job could not be created, failed, or did not finish in time."""
 
 
@@ -147,7 +149,7 @@ def _volumes(config_map: str, shm_size: str | None) -> tuple[list[dict], list[di
 def rank_command(stage: str) -> list[str]:
     """What every node runs under Kubeflow Trainer's torch runtime (it sets PET_NNODES, PET_NPROC_PER_NODE,
     PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT, which torchrun reads)."""
-    return ["torchrun", "-m", "alignpipe.distributed", stage, "--config", CONFIG_PATH]
+    return ["torchrun", "-m", "alignpipe.launch", stage, "--config", CONFIG_PATH]
 
 
 def pytorchjob_command(stage: str) -> list[str]:
@@ -155,7 +157,7 @@ def pytorchjob_command(stage: str) -> list[str]:
     only MASTER_ADDR / MASTER_PORT for the rendezvous, so pass those to torchrun explicitly."""
     return ["/bin/sh", "-c",
             'exec torchrun --master-addr="$MASTER_ADDR" --master-port="$MASTER_PORT" '
-            f"-m alignpipe.distributed {stage} --config {CONFIG_PATH}"]
+            f"-m alignpipe.launch {stage} --config {CONFIG_PATH}"]
 
 
 def _check_common(stage: str, name: str, nodes: int, gpus_per_node: int, image: str) -> None:
@@ -473,7 +475,6 @@ def run_multinode(stage: str, config: Mapping[str, Any], *, nodes: int, gpus_per
     (ConfigError). The output is published by rank 0 to `config["output_dir"]`, which must be an s3:// URI
     (the nodes' local disks are gone when the job ends)."""
     from alignpipe.config import ConfigError
-    from alignpipe.stages.common import StageResult
 
     cfg = stage_config(stage, config, gpus_per_node)
     out = str(cfg.get("output_dir", ""))

@@ -7,7 +7,16 @@ import math
 
 import pytest
 
-from alignpipe.data import DataError, load, validate, validate_cli
+from alignpipe.cli import main as cli_main
+from alignpipe.data import DataError, load, validate
+
+
+def validate_cli(path, kind: str) -> int:
+    """`alignpipe data validate PATH --kind KIND` (argparse errors exit 2 too)."""
+    try:
+        return cli_main(["data", "validate", str(path), "--kind", kind])
+    except SystemExit as e:
+        return int(e.code)
 
 U = {"role": "user", "content": "What is 2+2?"}
 A = {"role": "assistant", "content": "4"}
@@ -292,7 +301,7 @@ def test_validate_cli_missing_file_and_unknown_kind(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"{path}: no such file or directory")
     ok = write_lines(tmp_path / "ok.jsonl", [{"messages": [U, A]}])
     assert validate_cli(ok, "dpo") == 2
-    assert "unknown data kind 'dpo'" in capsys.readouterr().err
+    assert "invalid choice: 'dpo'" in capsys.readouterr().err
 
 
 def test_load_raises_data_error_with_problem_lines(tmp_path):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from alignpipe import distributed
+from alignpipe import distributed, launch
 from alignpipe.config import ConfigError, DistributedSettings
 
 AUTO_TOP = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
@@ -81,27 +81,53 @@ def test_missing_deepspeed_is_one_clear_config_error(monkeypatch):
     distributed.check_deepspeed(DistributedSettings(gpus=2))  # no preset: nothing to check
 
 
-def test_maybe_launch_checks_deepspeed_before_launching(monkeypatch):
+def test_run_stage_checks_deepspeed_before_launching(monkeypatch):
     """The early check runs before torchrun is started (launch would need the netns)."""
     from alignpipe.config import SFTConfig
 
     monkeypatch.setattr(distributed, "deepspeed_installed", lambda: False)
-    monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("launched despite missing DeepSpeed"))
+    monkeypatch.setattr(launch, "launch", lambda *a, **k: pytest.fail("launched despite missing DeepSpeed"))
     cfg = SFTConfig(output_dir="/nowhere", train_data="/nowhere.jsonl",
                     distributed=DistributedSettings(gpus=2, deepspeed="zero2"))
     with pytest.raises(ConfigError, match="needs DeepSpeed"):
-        distributed.maybe_launch("sft", cfg)
+        launch.run_stage("sft", cfg)
 
 
-def test_maybe_launch_is_a_no_op_for_one_process_or_inside_a_rank(monkeypatch):
+def test_plan_one_process_torchrun_or_multinode(monkeypatch):
+    from alignpipe.config import EvaluateConfig, SFTConfig
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    one = SFTConfig(output_dir="/o", train_data="/d.jsonl")
+    assert launch.plan(one) == "single"
+    two = SFTConfig(output_dir="/o", train_data="/d.jsonl", distributed=DistributedSettings(gpus=2))
+    assert launch.plan(two) == "torchrun"
+    nodes = SFTConfig(output_dir="s3://b/o", train_data="/d.jsonl", distributed=DistributedSettings(gpus=8, nodes=2))
+    assert launch.plan(nodes) == "multinode"
+    assert launch.plan(EvaluateConfig(models={"base": "tiny"}, data="/d.jsonl", output="/o.json")) == "single"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # already a rank of a torchrun world: train here
+    assert launch.plan(two) == "single" and launch.plan(nodes) == "single"
+
+
+def test_multinode_runs_are_handed_to_kubeflow_trainer(monkeypatch):
+    """`distributed.nodes > 1` goes to trainjob.run_multinode with gpus per node and the GPU image."""
+    from alignpipe import trainjob
+    from alignpipe.base import StageResult
     from alignpipe.config import SFTConfig
 
-    monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("should not launch"))
-    one = SFTConfig(output_dir="/o", train_data="/d.jsonl")
-    assert distributed.maybe_launch("sft", one) is None
-    two = SFTConfig(output_dir="/o", train_data="/d.jsonl", distributed=DistributedSettings(gpus=2))
-    monkeypatch.setenv("WORLD_SIZE", "2")  # already a rank of a torchrun world
-    assert distributed.maybe_launch("sft", two) is None
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ALIGNPIPE_GPU_IMAGE", "registry.example/alignpipe-gpu:1")
+    seen = {}
+
+    def fake_run_multinode(stage, config, **kw):  # a stand-in for the Kubernetes API (no cluster here)
+        seen.update(stage=stage, config=config, **kw)
+        return StageResult(stage=stage, output=config["output_dir"])
+
+    monkeypatch.setattr(trainjob, "run_multinode", fake_run_multinode)
+    cfg = SFTConfig(output_dir="s3://b/o", train_data="/d.jsonl", distributed=DistributedSettings(gpus=4, nodes=3))
+    result = launch.run_stage("sft", cfg)
+    assert result.output == "s3://b/o"
+    assert (seen["stage"], seen["nodes"], seen["gpus_per_node"]) == ("sft", 3, 4)
+    assert seen["image"] == "registry.example/alignpipe-gpu:1"
 
 
 def test_training_args(monkeypatch):
@@ -116,10 +142,10 @@ def test_training_args(monkeypatch):
 
 
 def test_launch_command_is_single_node_torchrun_without_restarts():
-    cmd = distributed.launch_command("rl", "/c.json", "/r.json", 4, status_dir="/s", log_dir="/l")
+    cmd = launch.launch_command("rl", "/c.json", "/r.json", 4, status_dir="/s", log_dir="/l")
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
     assert "--nproc-per-node=4" in cmd and "--max-restarts=0" in cmd
-    assert cmd[cmd.index("-m", 3):][:3] == ["-m", "alignpipe.distributed", "rl"]
+    assert cmd[cmd.index("-m", 3):][:3] == ["-m", "alignpipe.launch", "rl"]
     assert cmd[-6:] == ["--config", "/c.json", "--result", "/r.json", "--status-dir", "/s"]
 
 

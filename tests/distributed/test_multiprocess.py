@@ -1,7 +1,7 @@
 """The real SFT stage with `distributed.gpus=2` on the CPU: `alignpipe stage sft` re-launches itself under
 torchrun (gloo), two ranks train the embedded tiny model, rank 0 publishes and reports.
 
-Every launch runs inside a loopback-only network namespace (alignpipe.netns): torch's c10d store binds
+Every launch runs inside a loopback-only network namespace (tests/netns.py): torch's c10d store binds
 the wildcard address, so outside the namespace the test would listen on every interface.
 Faults are injected into rank 1 only through a `sitecustomize` module on PYTHONPATH (torchrun sets
 RANK in each worker's environment; the parent CLI and the torchrun agent have none).
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from alignpipe import netns
+import netns
 from alignpipe.data.demo import write_demo_data
-from alignpipe.distributed import RESULT_MARKER
+from alignpipe.base import RESULT_MARKER
 
 pytestmark = [pytest.mark.slow]
 

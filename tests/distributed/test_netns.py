@@ -1,4 +1,4 @@
-"""The loopback-only network namespace wrapper (alignpipe.netns and scripts/netns-run)."""
+"""The loopback-only network namespace wrapper (tests/netns.py, also runnable as a script)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe import netns
+import netns
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "netns-run"
+SCRIPT = Path(netns.__file__).resolve()
 
 
 def _need_netns():
@@ -88,13 +88,13 @@ def test_the_host_loopback_is_not_reachable_from_inside():
         assert inside.stdout.strip() == "ConnectionRefusedError"
 
 
-def test_script_matches_the_module():
+def test_runs_as_a_script():
+    """`python tests/netns.py CMD ...`: the same namespace from a shell, exit code passed through."""
     _need_netns()
-    assert os.access(SCRIPT, os.X_OK), f"{SCRIPT} is not executable"
-    assert _links([str(SCRIPT), "ip", "-o", "link"]) == ["lo"]
-    out = subprocess.run([str(SCRIPT), "sh", "-c", 'echo "$GLOO_SOCKET_IFNAME $MASTER_ADDR"; exit 3'],
+    script = [sys.executable, str(SCRIPT)]
+    assert _links(script + ["ip", "-o", "link"]) == ["lo"]
+    out = subprocess.run(script + ["sh", "-c", 'echo "$GLOO_SOCKET_IFNAME $MASTER_ADDR"; exit 3'],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 3 and out.stdout.split() == ["lo", "127.0.0.1"]
-    usage = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=30)
-    assert usage.returncode == 2 and "usage: netns-run" in usage.stderr
-    assert netns.INNER_SCRIPT in SCRIPT.read_text()  # one inner script for both
+    usage = subprocess.run(script, capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2 and "usage: python tests/netns.py" in usage.stderr

@@ -22,7 +22,7 @@ from k8s_stub import KubeStub, Pod, Script, condition
 from alignpipe import config as config_mod
 from alignpipe import trainjob
 from alignpipe.config import ConfigError
-from alignpipe.distributed import RESULT_MARKER
+from alignpipe.base import RESULT_MARKER
 
 SCHEMAS = Path(__file__).parent / "schemas"
 K8S_VERSION = "1.30"
@@ -72,7 +72,7 @@ def test_trainjob_manifest_fields():
                                   "kind": "ClusterTrainingRuntime"}
     t = spec["trainer"]
     assert t["image"] == IMAGE
-    assert t["command"] == ["torchrun", "-m", "alignpipe.distributed", "sft", "--config", "/etc/alignpipe/config.json"]
+    assert t["command"] == ["torchrun", "-m", "alignpipe.launch", "sft", "--config", "/etc/alignpipe/config.json"]
     assert t["numNodes"] == 2 and t["numProcPerNode"] == 8
     assert t["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": 8}, "requests": {"nvidia.com/gpu": 8}}
     env = {e["name"]: e for e in t["env"]}
@@ -106,7 +106,7 @@ def test_pytorchjob_manifest_fields():
     assert c["name"] == "pytorch" and c["image"] == IMAGE
     assert c["command"][:2] == ["/bin/sh", "-c"]
     assert 'torchrun --master-addr="$MASTER_ADDR" --master-port="$MASTER_PORT"' in c["command"][2]
-    assert c["command"][2].endswith("-m alignpipe.distributed sft --config /etc/alignpipe/config.json")
+    assert c["command"][2].endswith("-m alignpipe.launch sft --config /etc/alignpipe/config.json")
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 4
     assert pod["serviceAccountName"] == "alignpipe-runner" and pod["tolerations"] == TOLERATIONS
     assert {e["name"] for e in c["env"]} == {"MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}

@@ -52,10 +52,11 @@ def server_env(mp: pytest.MonkeyPatch, s3: services.S3Server, mlflow: services.M
 
 
 def chain_configs(workdir: Path, data: dict[str, str], runs: str) -> dict[str, dict]:
-    """demo_configs() with s3:// data and outputs, and step budgets a 2-core CI box runs in seconds."""
-    from alignpipe.demo import demo_configs
+    """The demo preset's stage configs with s3:// data and outputs, and step budgets a 2-core CI box runs in
+    seconds."""
+    from alignpipe import runs, steps
 
-    cfgs = demo_configs(workdir)
+    cfgs = steps.preset_stage_configs(runs.preset_params("demo", "rlhf"))
     m = {s: f"{runs}/models/{s}" for s in ("sft", "reward_model", "rl")}
     cfgs["sft"].update(model="tiny", train_data=data["sft_train"], output_dir=m["sft"], stop_at_accuracy=None,
                        training={**cfgs["sft"]["training"], "max_steps": 20, "batch_size": 32, "logging_steps": 5,
@@ -243,10 +244,9 @@ def test_pull_champion_loads_and_generates(env: Any, tmp_path: Path) -> None:
 
 
 def test_model_pull_cli_hook(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
+    from alignpipe.cli import build_parser
 
-    p = argparse.ArgumentParser(prog="alignpipe")
-    registry.add_cli(p.add_subparsers(dest="command", required=True))
+    p = build_parser()
     dest = tmp_path / "m"
     args = p.parse_args(["model", "pull", f"{MODEL_NAME}@champion", str(dest)])
     assert args.func(args) == 0

@@ -26,6 +26,7 @@ def _isolated_env(session_dir, monkeypatch, tmp_path):
 
 #: Small settings for runs that must be quick (the calibrated ones are the pipelines' defaults).
 TINY_PARAMS = {
+    "base_model": "tiny",
     "sft_steps": 4,
     "sft_config": {"max_length": 32, "training": {"batch_size": 16, "warmup_steps": 0, "logging_steps": 1}},
     "reward_model_steps": 3,
@@ -33,6 +34,6 @@ TINY_PARAMS = {
     "rl_steps": 2,
     "rl_config": {"generation": {"max_new_tokens": 5}, "grpo": {"num_generations": 4},
                   "training": {"batch_size": 8, "logging_steps": 1}},
-    "eval_k": 1,  # k > 1 trips register.py: MLflow rejects the tag name "eval.pass@k" (see report)
+    "evaluate_k": 1,  # k > 1 trips register.py: MLflow rejects the tag name "eval.pass@k" (see report)
     "evaluate_config": {"limit": 16, "max_new_tokens": 5, "batch_size": 16},
 }

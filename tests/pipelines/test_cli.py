@@ -38,7 +38,7 @@ def _closed_port() -> int:
      "rl_config: grpo.num_generationz: unknown key"),
     (["run", "rlhf", "--local", "--param", "noequals"], "must look like name=value"),
     (["submit", "nope", "--host", "http://127.0.0.1:1"], "unknown pipeline 'nope'"),
-    (["submit", "sft", "--host", "http://127.0.0.1:1", "--param", "eval_k=zero"], "eval_k: expected an integer"),
+    (["submit", "sft", "--host", "http://127.0.0.1:1", "--param", "evaluate_k=zero"], "evaluate_k: expected an integer"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, argv, match):
     _one_line_error(capsys, argv + (["--workdir", str(tmp_path / "w")] if argv[0] == "run" else []), match)

@@ -7,13 +7,14 @@ import pytest
 import yaml
 from kfp.components import load_component_from_file
 
-from alignpipe import demo, kfp_local, platform
+from alignpipe import config, platform, runs, steps
+from alignpipe.pipelines import common
 
 GPU_STEPS = {
-    "rlhf": {"sft": "sft", "reward-model": "reward_model", "rl": "rl", "evaluate": "eval"},
-    "rlvr": {"sft": "sft", "rl": "rl", "evaluate": "eval"},
-    "preference": {"sft": "sft", "preference": "dpo", "evaluate": "eval"},
-    "sft": {"sft": "sft", "evaluate": "eval"},
+    "rlhf": {"sft": "sft", "reward-model": "reward_model", "rl": "rl", "evaluate": "evaluate"},
+    "rlvr": {"sft": "sft", "rl": "rl", "evaluate": "evaluate"},
+    "preference": {"sft": "sft", "preference": "preference", "evaluate": "evaluate"},
+    "sft": {"sft": "sft", "evaluate": "evaluate"},
 }
 CPU_STEPS = {"prepare-data", "register"}
 TRAINING = {"sft", "reward-model", "rl", "preference"}
@@ -40,7 +41,7 @@ def compiled(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # credentials in the compiling shell must not leak into the YAML
         for k, v in FAKE_CREDENTIALS.items():
             mp.setenv(k, v)
-        paths = kfp_local.compile_all(out, image="registry.example/alignpipe:cpu-1",
+        paths = runs.compile_all(out, image="registry.example/alignpipe:cpu-1",
                                       gpu_image="registry.example/alignpipe:gpu-1")
     docs = {n: list(yaml.safe_load_all(p.read_text())) for n, p in paths.items()}
     return paths, docs
@@ -146,24 +147,68 @@ def test_yaml_loads_back_as_component(compiled, name):
     assert set(comp.component_spec.inputs) == set(docs[name][0]["root"]["inputDefinitions"]["parameters"])
 
 
-def test_defaults_are_the_demo_settings(compiled):
+def test_defaults_come_from_the_schema_and_the_base_model_has_none(compiled):
+    """The compiled packages' UI defaults are the schema's (settings for real models); no base model."""
     _, docs = compiled
     params = docs["rlhf"][0]["root"]["inputDefinitions"]["parameters"]
-    cfg = demo.demo_configs("/w", 0)
-    assert params["base_model"]["defaultValue"] == cfg["sft"]["model"]
+    assert params["base_model"]["defaultValue"] == ""
+    for stage, sp in steps.STAGE_PARAMS.items():
+        for t in sp.typed:
+            if t.param in params and t.key != "model":
+                want = config.default_value(stage, t.key)
+                got = params[t.param].get("defaultValue", 0 if want == 0 else None)
+                assert got == (pytest.approx(want) if isinstance(want, float) else want), t.param
+
+
+def test_signatures_match_the_parameter_table():
+    """Each component's typed arguments and each pipeline's typed parameters are the rows of
+    steps.STAGE_PARAMS (a new knob is one row plus these explicit signatures)."""
+    import inspect
+
+    from alignpipe import components
+
+    for stage, sp in steps.STAGE_PARAMS.items():
+        comp = getattr(components, stage)
+        args = set(inspect.signature(comp.python_func).parameters)
+        assert {t.arg for t in sp.typed} <= args, stage
+        assert "config" in args
+    for name in runs.PIPELINES:
+        params = set(runs.parameters(runs.load(name)))
+        for stage, sp in steps.STAGE_PARAMS.items():
+            if sp.config_param in params:
+                missing = {t.param for t in sp.typed} - params
+                assert not missing, f"{name}: {stage} parameters missing {missing}"
+        typed = {t.param for sp in steps.STAGE_PARAMS.values() for t in sp.typed}
+        other = params - typed - {sp.config_param for sp in steps.STAGE_PARAMS.values()}
+        allowed = {"sft_data", "preference_data", "preference_eval_data", "rl_data", "eval_data", "gpu_tolerations",
+                   "gpu_node_selector", "s3_secret", "mlflow_secret"}
+        acc = {f"{prefix}_accelerator_{k}" for prefix in common.ACCELERATOR_PREFIX.values() for k in ("type", "count")}
+        assert other <= allowed | acc, f"{name}: parameters outside the tables: {other - allowed - acc}"
+
+
+def test_demo_preset_compiles_into_the_package_defaults(tmp_path):
+    paths = runs.compile_all(tmp_path, preset="demo", root="s3://team-bucket/pipelines")
+    assert sorted(p.name for p in paths.values()) == ["preference-demo.yaml", "rlhf-demo.yaml", "rlvr-demo.yaml",
+                                                      "sft-demo.yaml"]
+    docs = list(yaml.safe_load_all(paths["rlhf"].read_text()))
+    params = docs[0]["root"]["inputDefinitions"]["parameters"]
+    assert docs[0]["defaultPipelineRoot"] == "s3://team-bucket/pipelines"
+    cfg = steps.preset_stage_configs(runs.preset_params("demo", "rlhf"))
+    assert params["base_model"]["defaultValue"] == cfg["sft"]["model"] == "tiny"
     assert params["sft_steps"]["defaultValue"] == cfg["sft"]["training"]["max_steps"]
     assert params["sft_learning_rate"]["defaultValue"] == pytest.approx(cfg["sft"]["training"]["learning_rate"])
     assert params["reward_model_steps"]["defaultValue"] == cfg["reward_model"]["training"]["max_steps"]
     assert params["rl_steps"]["defaultValue"] == cfg["rl"]["training"]["max_steps"]
     assert params["rl_learning_rate"]["defaultValue"] == pytest.approx(cfg["rl"]["training"]["learning_rate"])
     assert params["rewards"]["defaultValue"] == cfg["rl"]["rewards"]
-    assert params["eval_k"]["defaultValue"] == cfg["evaluate"]["k"]
+    assert params["evaluate_k"]["defaultValue"] == cfg["evaluate"]["k"]
     assert params["gate_threshold"]["defaultValue"] == pytest.approx(cfg["register"]["gate_threshold"])
     assert params["registry_model_name"]["defaultValue"] == cfg["register"]["model_name"]
     assert params["sft_config"]["defaultValue"]["training"]["batch_size"] == cfg["sft"]["training"]["batch_size"]
     assert params["rl_config"]["defaultValue"]["grpo"] == cfg["rl"]["grpo"]
-    rlvr = docs["rlvr"][0]["root"]["inputDefinitions"]["parameters"]
+    rlvr = list(yaml.safe_load_all(paths["rlvr"].read_text()))[0]["root"]["inputDefinitions"]["parameters"]
     assert all(r["name"] != "reward_model" for r in rlvr["rewards"]["defaultValue"])
+
 
 
 def test_environment_sets_compile_defaults(monkeypatch, tmp_path):
@@ -175,7 +220,7 @@ def test_environment_sets_compile_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("ALIGNPIPE_GPU_TOLERATIONS", json.dumps(tol))
     monkeypatch.setenv("ALIGNPIPE_S3_SECRET", "team-s3")
     monkeypatch.setenv("ALIGNPIPE_MLFLOW_SECRET", "team-mlflow")
-    path = kfp_local.compile_all(tmp_path, names=("rlvr",))["rlvr"]
+    path = runs.compile_all(tmp_path, names=("rlvr",))["rlvr"]
     spec = next(yaml.safe_load_all(path.read_text()))
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["rl_accelerator_type"]["defaultValue"] == "amd.com/gpu"
@@ -192,24 +237,24 @@ def test_bad_platform_env_is_one_line(monkeypatch, tmp_path):
 
     monkeypatch.setenv("ALIGNPIPE_GPU_TOLERATIONS", "{not json")
     with pytest.raises(PlatformError, match="ALIGNPIPE_GPU_TOLERATIONS: not valid JSON"):
-        kfp_local.compile_all(tmp_path, names=("sft",))
+        runs.compile_all(tmp_path, names=("sft",))
 
 
 def test_check_params_validates_stage_configs():
-    p = kfp_local.load("rlhf")
-    kfp_local.check_params(p)  # defaults are valid
+    p = runs.load("rlhf")
+    runs.check_params(p)  # defaults are valid
     with pytest.raises(Exception, match=r"rl_config: grpo.num_generations"):
-        kfp_local.check_params(p, {"rl_config": {"grpo": {"num_generations": 1}}})
+        runs.check_params(p, {"rl_config": {"grpo": {"num_generations": 1}}})
     with pytest.raises(Exception, match=r"sft_config: training.max_steps: set by the pipeline parameter"):
-        kfp_local.check_params(p, {"sft_config": {"training": {"max_steps": 3}}})
-    rlvr = kfp_local.load("rlvr")
+        runs.check_params(p, {"sft_config": {"training": {"max_steps": 3}}})
+    rlvr = runs.load("rlvr")
     with pytest.raises(Exception, match="reward_model is not set"):
-        kfp_local.check_params(rlvr, {"rewards": [{"name": "reward_model"}]})
-    with pytest.raises(kfp_local.PipelineError, match="expected an integer"):
-        kfp_local.parse_params(p, ["sft_steps=many"])
-    with pytest.raises(kfp_local.PipelineError, match="unknown parameter"):
-        kfp_local.parse_params(p, ["sft_stepz=3"])
-    assert kfp_local.parse_params(p, ["sft_steps=3", "gate_threshold=1", 'rewards=[{"name": "exact_match"}]']) == {
+        runs.check_params(rlvr, {"rewards": [{"name": "reward_model"}]})
+    with pytest.raises(runs.PipelineError, match="expected an integer"):
+        runs.parse_params(p, ["sft_steps=many"])
+    with pytest.raises(runs.PipelineError, match="unknown parameter"):
+        runs.parse_params(p, ["sft_stepz=3"])
+    assert runs.parse_params(p, ["sft_steps=3", "gate_threshold=1", 'rewards=[{"name": "exact_match"}]']) == {
         "sft_steps": 3, "gate_threshold": 1.0, "rewards": [{"name": "exact_match"}]}
 
 
@@ -227,4 +272,4 @@ def test_graph_script_draws_every_compiled_edge(compiled):
         for task, deps in edges.items():
             for dep in deps:
                 assert re.search(rf"\b{dep.replace('-', '_')} -- \w+ --> {task.replace('-', '_')}\b", chart), (name, dep, task)
-        assert "| `base_model` | string | `\"tiny:0\"` |" in mod.params_table(docs[name][0])
+        assert "| `base_model` | string | `\"\"` |" in mod.params_table(docs[name][0])

@@ -37,6 +37,7 @@ def test_prepare_data_writes_demo_data_and_leaves_unused_placeholders(chain):
     d = chain["dir"]
     out = arts(d / "prepare", "sft_train", "preference_train", "preference_eval", "rl_train", "eval_set", "metrics")
     components.prepare_data.python_func(required=["sft_train", "preference_train", "rl_train", "eval_set"], seed=0,
+                                        base_model="tiny",
                                         sft_data="", preference_data="", preference_eval_data="", rl_data="",
                                         eval_data="", **out)
     for split in ("sft_train", "preference_train", "preference_eval", "rl_train", "eval_set"):
@@ -50,11 +51,22 @@ def test_prepare_data_fails_early_on_bad_data(tmp_path):
     bad.write_text('{"prompt": "x"}\n')
     out = arts(tmp_path, "sft_train", "preference_train", "preference_eval", "rl_train", "eval_set", "metrics")
     with pytest.raises(DataError, match="bad.jsonl:1"):
-        components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, sft_data=str(bad),
-                                            preference_data="", preference_eval_data="", rl_data="",
-                                            eval_data=str(bad), **out)
+        components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, base_model="tiny",
+                                            sft_data=str(bad), preference_data="", preference_eval_data="",
+                                            rl_data="", eval_data=str(bad), **out)
     with pytest.raises(DataError, match="no data set URI for eval_set"):
-        components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, sft_data=str(bad),
+        components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, base_model="tiny",
+                                            sft_data=str(bad), preference_data="", preference_eval_data="",
+                                            rl_data="", eval_data="", **out)
+
+
+def test_prepare_data_fails_without_a_base_model(tmp_path):
+    """No silent default model outside a preset: an empty base_model stops the run before any training."""
+    from alignpipe.config import ConfigError
+
+    out = arts(tmp_path, "sft_train", "preference_train", "preference_eval", "rl_train", "eval_set", "metrics")
+    with pytest.raises(ConfigError, match=r"^base_model: empty .*--preset demo\)$"):
+        components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, base_model=" ", sft_data="",
                                             preference_data="", preference_eval_data="", rl_data="", eval_data="",
                                             **out)
 

@@ -16,7 +16,7 @@ Every problem is one line `PATH:LINE: <what is wrong> (<how to fix>)`.
 from .errors import MAX_SHOWN, DataError, ValidationReport, format_problems
 from .formats import FORMATS, KINDS
 from .io import read_records, read_table, write_jsonl
-from .validation import check_table, load, load_with_report, validate, validate_cli
+from .validation import check_table, load, load_with_report, validate
 
 # The demo-data generator is added here by the lead: `from .demo import ...`
 
@@ -33,6 +33,5 @@ __all__ = [
     "read_records",
     "read_table",
     "validate",
-    "validate_cli",
     "write_jsonl",
 ]

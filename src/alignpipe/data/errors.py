@@ -7,6 +7,8 @@ in an editor; file-level problems that have no line (a missing file, an unreadab
 
 from __future__ import annotations
 
+from alignpipe.base import UserError
+
 from dataclasses import dataclass, field
 
 #: How many problem lines are shown before `... and N more problems`.
@@ -22,7 +24,7 @@ def format_problems(problems: list[str], limit: int = MAX_SHOWN) -> str:
     return "\n".join(shown)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data set cannot be read or is not valid for the stage that wants it.
 
     `str(err)` is the problem lines (at most `MAX_SHOWN`, then a count); `err.problems` holds all of them.

@@ -193,15 +193,6 @@ def _columns(records: list[dict[str, Any]], fmt: str, kind: str) -> dict[str, li
         columns[name] = values
     return columns
 
-
-def validate_cli(path: str | os.PathLike[str], kind: str) -> int:
-    """`alignpipe data validate PATH --kind KIND`: print `OK <path>: <rows> rows, format <format>` and
-    return 0, or print the problem lines (at most 20, then a count) to stderr and return 2."""
-    try:
-        report = validate(path, kind)
-    except ValueError as err:
-        print(str(err), file=sys.stderr)
-        return 2
     if report.ok:
         print(report.summary())
         return 0

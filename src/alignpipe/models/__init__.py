@@ -11,18 +11,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .tiny import build_tiny_model, build_tokenizer, save_tiny_model  # noqa: F401
+from alignpipe.base import UserError
+
+#: The tiny-model factory imports torch and transformers: loaded on first use (see __getattr__), so
+#: that code which only checks model folders (registry, register) stays light.
+_TINY = ("build_tiny_model", "build_tokenizer", "save_tiny_model")
+
+
+def __getattr__(name: str):
+    if name in _TINY:
+        from . import tiny
+
+        return getattr(tiny, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 REQUIRED_FILES = ("config.json",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model location that cannot be used; the message names it and the fix."""
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ALIGNPIPE_CACHE_DIR", Path.home() / ".cache" / "alignpipe"))
+    from alignpipe import settings
+
+    return settings.current().cache_dir
 
 
 def is_tiny(uri: str) -> bool:
@@ -47,6 +61,8 @@ def resolve(uri: str) -> str:
         target = cache_dir() / "models" / f"tiny-seed{seed}"
         if missing_files(target):
             tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+            from .tiny import save_tiny_model
+
             save_tiny_model(tmp, seed=seed)
             try:
                 tmp.rename(target)
@@ -134,7 +150,7 @@ def save(model, tokenizer, out_dir: str | Path) -> Path:
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    from alignpipe.distributed import is_main_process
+    from alignpipe.base import is_main_process
 
     if not is_main_process():  # transformers writes the weights on rank 0 only
         return out

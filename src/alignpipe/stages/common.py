@@ -1,38 +1,21 @@
-"""What every stage shares: the result type, TRL argument mapping, data loading, atomic output."""
+"""What every stage shares: TRL argument mapping, data loading, atomic output (and `StageResult`,
+re-exported from `alignpipe.base`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from alignpipe import settings
+from alignpipe.base import StageResult, barrier, is_main_process  # noqa: F401 (StageResult: re-export)
 from alignpipe.config import DistributedSettings, TrainingSettings
-
-
-@dataclass
-class StageResult:
-    """What a stage returns: its numbers, where its output is, and where everything came from."""
-
-    stage: str
-    output: str | None
-    metrics: dict[str, float] = field(default_factory=dict)
-    lineage: dict[str, str] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
 
 
 def has_cuda() -> bool:
@@ -69,7 +52,7 @@ def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_nam
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
         data_seed=t.seed,
-        disable_tqdm=os.environ.get("ALIGNPIPE_PROGRESS", "1") == "0",
+        disable_tqdm=not settings.current().progress,
         dataloader_num_workers=0,
         **distributed.training_args(dist),
     )
@@ -79,7 +62,7 @@ def checkpoint_dir(stage: str, output_uri: str) -> Path:
     """Where a stage keeps its checkpoints: stable for the same output, so a retried step resumes."""
     import hashlib
 
-    root = Path(os.environ.get("ALIGNPIPE_CHECKPOINT_DIR", Path(tempfile.gettempdir()) / "alignpipe-checkpoints"))
+    root = settings.current().checkpoint_dir
     d = root / f"{stage}-{hashlib.sha256(output_uri.encode()).hexdigest()[:12]}"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -98,7 +81,6 @@ def published_output(uri: str) -> Iterator[Path]:
     If the body raises, nothing is published and the staging folder is removed.
     """
     from alignpipe import storage
-    from alignpipe.distributed import barrier, is_main_process
 
     staging = Path(tempfile.mkdtemp(prefix="alignpipe-out-"))
     try:

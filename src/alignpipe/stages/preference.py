@@ -8,16 +8,13 @@ and end of training, and on held-out pairs when `eval_data` is given.
 from __future__ import annotations
 
 from alignpipe import models, tracking
-from alignpipe.distributed import maybe_launch, save_trained_model
+from alignpipe.distributed import save_trained_model
 from alignpipe.config import PreferenceConfig
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
 
 
 def run(cfg: PreferenceConfig) -> StageResult:
-    launched = maybe_launch("preference", cfg)
-    if launched is not None:
-        return launched
     from trl import DPOConfig, DPOTrainer
 
     train, report = load_data(cfg.train_data, "preference")

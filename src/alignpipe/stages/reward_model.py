@@ -8,7 +8,7 @@ scores higher than the rejected one — is the headline metric.
 from __future__ import annotations
 
 from alignpipe import models, tracking
-from alignpipe.distributed import maybe_launch, save_trained_model
+from alignpipe.distributed import save_trained_model
 from alignpipe.config import RewardModelConfig
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
@@ -28,9 +28,6 @@ def pairwise_accuracy(model, tokenizer, dataset, batch_size: int = 64) -> tuple[
 
 
 def run(cfg: RewardModelConfig) -> StageResult:
-    launched = maybe_launch("reward_model", cfg)
-    if launched is not None:
-        return launched
     from trl import RewardConfig, RewardTrainer
 
     train, report = load_data(cfg.train_data, "preference")

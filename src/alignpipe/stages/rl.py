@@ -5,7 +5,11 @@
 - `rloo`: TRL RLOOTrainer (leave-one-out baseline), same reward functions.
 - `expert_iteration`: for `rounds` rounds, sample k completions per prompt, keep those whose summed
   reward reaches `min_reward`, and fine-tune on them (rejection-sampling fine-tuning).
-- `ppo`: refused by the config (TRL 1.x removed PPOTrainer).
+- `ppo`: alignpipe's own engine (`engine: alignpipe`; TRL 1.x removed PPOTrainer): GAE with a critic and
+  the clipped PPO loss.
+
+`engine: alignpipe` runs ppo / grpo / rloo on `alignpipe.rl` instead of TRL, with plug-in advantage
+estimators, policy losses and KL estimators chosen in `engine_settings` (see `alignpipe.rl`).
 
 Rewards come from `alignpipe.rewards` by name, with weights; TRL logs each as
 `rewards/<name>/mean` and the weighted sum as `reward`.
@@ -20,7 +24,7 @@ import math
 import random
 
 from alignpipe import models, rewards, tracking
-from alignpipe.distributed import maybe_launch, save_trained_model
+from alignpipe.distributed import save_trained_model
 from alignpipe.config import RLConfig
 from alignpipe.models.generate import vllm_usable
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
@@ -137,29 +141,35 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
     return trainer, metrics, history
 
 
+def _run_alignpipe(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+    """alignpipe's own engine (`alignpipe.rl`): returns its result as the `trainer` (it has `.model`)."""
+    from alignpipe import rl
+
+    tr.log_params(rl.plan(cfg).as_params())
+    result = rl.train(cfg, model, tokenizer, train, funcs, weights, tracker=tr)
+    return result, result.metrics, result.history
+
+
 ALGORITHMS = {"grpo": _run_grpo, "rloo": _run_rloo, "expert_iteration": _run_expert_iteration}
 
 
 def run(cfg: RLConfig) -> StageResult:
-    launched = maybe_launch("rl", cfg)
-    if launched is not None:
-        return launched
     train, report = load_data(cfg.train_data, "prompts")
     reward_model_path = models.resolve(cfg.reward_model) if cfg.reward_model else None
     funcs, weights = rewards.build(cfg.rewards, reward_model_path=reward_model_path)
     model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision)
-    run_name = cfg.run_name or f"rl-{cfg.algorithm}"
+    run_name = cfg.run_name or (f"rl-{cfg.algorithm}" if cfg.engine == "trl" else f"rl-{cfg.algorithm}-alignpipe")
     with Timer() as timer, tracking.stage_run("rl", cfg, cfg.tracking, run_name) as tr, \
             published_output(cfg.output_dir) as out_dir:
         tr.log_input(cfg.train_data, report.digest, "train")
-        trainer, metrics, history = ALGORITHMS[cfg.algorithm](cfg, model, tokenizer, train, funcs, weights, tr,
-                                                              run_name)
+        algo = _run_alignpipe if cfg.engine == "alignpipe" else ALGORITHMS[cfg.algorithm]
+        trainer, metrics, history = algo(cfg, model, tokenizer, train, funcs, weights, tr, run_name)
         tr.log_metrics(metrics)
         if trainer is not None:
             save_trained_model(trainer, tokenizer, out_dir)
         else:  # expert iteration kept no sample in any round: the policy is unchanged
             models.save(model, tokenizer, out_dir)
-    lineage = base_lineage("rl", cfg, algorithm=cfg.algorithm, train_data=cfg.train_data, train_digest=report.digest,
+    lineage = base_lineage("rl", cfg, algorithm=cfg.algorithm, engine=cfg.engine, train_data=cfg.train_data, train_digest=report.digest,
                            reward_model=cfg.reward_model, rewards=",".join(f"{r.name}:{r.weight}" for r in cfg.rewards),
                            mlflow_run_id=tr.run_id)
     return StageResult("rl", cfg.output_dir, metrics, lineage, history, timer.seconds)

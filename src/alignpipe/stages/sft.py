@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from alignpipe import models, tracking
-from alignpipe.distributed import maybe_launch, save_trained_model
+from alignpipe.distributed import save_trained_model
 from alignpipe.config import SFTConfig
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
@@ -89,9 +89,6 @@ def _probe(cfg: SFTConfig, dataset, tokenizer) -> AccuracyProbe:
 
 
 def run(cfg: SFTConfig) -> StageResult:
-    launched = maybe_launch("sft", cfg)
-    if launched is not None:
-        return launched
     TRLSFTConfig, SFTTrainer = _trl()
     train, report = load_data(cfg.train_data, "sft")
     evald, eval_report = load_data(cfg.eval_data, "sft") if cfg.eval_data else (None, None)

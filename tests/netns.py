@@ -6,11 +6,14 @@ Tests and CI therefore run every torchrun / accelerate / deepspeed launch throug
 inside the namespace only `lo` (127.0.0.1) exists, nothing is reachable from outside, and ports
 cannot collide with other jobs on the machine.
 
-    from alignpipe.netns import netns_command
+    from netns import netns_command          # tests/ is on sys.path (pyproject: pytest pythonpath)
     subprocess.run(netns_command(["torchrun", "--nproc-per-node=2", "train.py"]), check=True)
 
+From a shell: `python tests/netns.py torchrun --nproc-per-node 2 train.py` (or
+`python tests/netns.py .venv/bin/alignpipe stage sft --config cfg.yaml distributed.gpus=2`).
+
 Root uses `unshare --net`; other users need unprivileged user namespaces (`unshare -rn`, mapped to
-root inside). `scripts/netns-run` is the same thing as a shell script.
+root inside). This is a test helper, not part of the package: users' pods need no namespace.
 """
 
 from __future__ import annotations
@@ -58,3 +61,16 @@ def unavailable_reason() -> str | None:
 
 def available() -> bool:
     return unavailable_reason() is None
+
+
+if __name__ == "__main__":  # python tests/netns.py COMMAND [ARGS...]
+    import sys
+
+    if len(sys.argv) < 2:
+        print("usage: python tests/netns.py COMMAND [ARGS...]", file=sys.stderr)
+        sys.exit(2)
+    reason = unavailable_reason()
+    if reason:
+        print(f"netns: {reason}", file=sys.stderr)
+        sys.exit(2)
+    os.execvp("unshare", netns_command(sys.argv[1:]))

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from alignpipe.base import UserError
+
 import importlib
 import io
 import json
@@ -24,24 +26,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from alignpipe import settings
 from alignpipe.config import ConfigError, parse_value
 
-PIPELINES = ("rlhf", "rlvr", "preference", "sft")
+from alignpipe.pipelines import PIPELINES
 
-#: stage -> (config-dict parameter, {typed stage key: pipeline parameter}).
-STAGE_PARAMS: dict[str, tuple[str, dict[str, str]]] = {
-    "sft": ("sft_config", {"model": "base_model", "max_steps": "sft_steps", "learning_rate": "sft_learning_rate",
-                           "seed": "seed"}),
-    "reward_model": ("reward_model_config", {"max_steps": "reward_model_steps",
-                                             "learning_rate": "reward_model_learning_rate", "seed": "seed"}),
-    "rl": ("rl_config", {"algorithm": "rl_algorithm", "rewards": "rewards", "max_steps": "rl_steps",
-                         "learning_rate": "rl_learning_rate", "seed": "seed"}),
-    "preference": ("dpo_config", {"max_steps": "dpo_steps", "learning_rate": "dpo_learning_rate", "beta": "dpo_beta",
-                                  "seed": "seed"}),
-    "evaluate": ("evaluate_config", {"k": "eval_k", "seed": "seed"}),
-    "register": ("register_config", {"model_name": "registry_model_name", "gate_metric": "gate_metric",
-                                     "gate_threshold": "gate_threshold"}),
-}
 _V = "/validate"  # placeholder artifact paths for compile/submit-time validation
 PLACEHOLDER_PATHS: dict[str, dict[str, Any]] = {
     "sft": {"train_data": f"{_V}/sft_train", "output_dir": f"{_V}/sft"},
@@ -62,7 +51,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-class PipelineError(ValueError):
+class PipelineError(UserError, ValueError):
     """A user error about a pipeline run/submission (unknown name, bad parameter, unreachable host)."""
 
 
@@ -129,10 +118,11 @@ def check_params(pipeline, given: dict[str, Any] | None = None) -> dict[str, Any
         raise PipelineError(f"unknown parameter(s) of {pipeline.name}: {', '.join(unknown)}")
     values = {n: d for n, (_, d) in params.items()}
     values.update({k: _coerce(k, params[k][0], v, "parameter") for k, v in (given or {}).items()})
-    for stage, (config_param, typed_map) in STAGE_PARAMS.items():
-        if config_param not in values:
+    for stage, sp in steps.STAGE_PARAMS.items():
+        if sp.config_param not in values:
             continue
-        typed = {key: values[param] for key, param in typed_map.items() if param in values}
+        config_param = sp.config_param
+        typed = {t.arg: values[t.param] for t in sp.typed if t.param in values}
         paths = dict(PLACEHOLDER_PATHS[stage])
         if stage == "rl" and "reward_model_config" in values:
             paths["reward_model"] = f"{_V}/rm"
@@ -153,20 +143,64 @@ def platform_from(image: str | None = None, gpu_image: str | None = None):
     return Platform(**kwargs)
 
 
-def compile_all(out_dir: str | Path, image: str | None = None, gpu_image: str | None = None,
-                names: tuple[str, ...] = PIPELINES) -> dict[str, Path]:
+def pipeline_root(given: str | None = None) -> str | None:
+    """Where a pipeline's artifacts (models included) land on the cluster: `--pipeline-root`, else
+    ALIGNPIPE_ARTIFACT_ROOT, else None (KFP's own default, minio://mlpipeline/v2/artifacts)."""
+    from alignpipe import storage
+
+    return given or storage.default_pipeline_root()
+
+
+def compile_one(name: str, path: str | Path, platform=None, params: dict[str, Any] | None = None,
+                root: str | None = None) -> Path:
+    """Compile pipeline `name` to `path`; `params` become the package's parameter defaults (e.g. a preset),
+    `root` its default pipeline root."""
     from kfp import compiler
+
+    pipeline = load(name, platform or platform_from())  # a fresh build: the root below is set on it
+    values = check_params(pipeline, params)
+    given = {k: values[k] for k in (params or {})}
+    root = pipeline_root(root)
+    if root:
+        pipeline.pipeline_spec.default_pipeline_root = root
+    compiler.Compiler().compile(pipeline, package_path=str(path), pipeline_parameters=given or None)
+    return Path(path)
+
+
+def preset_params(preset: str, name: str, platform=None) -> dict[str, Any]:
+    """A preset's values for pipeline `name`: the parameters it has; a preset parameter that no pipeline
+    has is an error (a typo would otherwise be ignored silently)."""
+    from alignpipe import presets
+
+    odd = sorted(set(presets.pipelines_named(preset)) - set(PIPELINES))
+    if odd:
+        raise PipelineError(f"{presets.path_of(preset)}: pipelines: unknown pipeline(s) {', '.join(odd)} "
+                            f"(choose from {', '.join(PIPELINES)})")
+    values = presets.values_for(preset, name)
+    every = {n for p in PIPELINES for n in parameters(load(p))}
+    unknown = sorted(set(values) - every)
+    if unknown:
+        raise PipelineError(f"{presets.path_of(preset)}: {', '.join(unknown)}: not a parameter of any pipeline "
+                            "(see `alignpipe params NAME`)")
+    own = parameters(load(name, platform))
+    return {k: v for k, v in values.items() if k in own}
+
+
+def compile_all(out_dir: str | Path, image: str | None = None, gpu_image: str | None = None,
+                names: tuple[str, ...] = PIPELINES, preset: str | None = None,
+                root: str | None = None) -> dict[str, Path]:
+    """Every pipeline as a KFP package in `out_dir`: `<name>.yaml`, or `<name>-<preset>.yaml` with a preset's
+    parameters as its defaults."""
+    from alignpipe import presets
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     platform = platform_from(image, gpu_image)
     written = {}
     for name in names:
-        pipeline = load(name, platform)
-        check_params(pipeline)
-        path = out / f"{name}.yaml"
-        compiler.Compiler().compile(pipeline, package_path=str(path))
-        written[name] = path
+        params = preset_params(preset, name, platform) if preset else None
+        suffix = f"-{presets.label(preset)}" if preset else ""
+        written[name] = compile_one(name, out / f"{name}{suffix}.yaml", platform, params, root)
     return written
 
 
@@ -376,10 +410,11 @@ def client(host: str, namespace: str | None = None):
 
     check_host(host)
     kwargs: dict[str, Any] = {"host": host.rstrip("/")}
-    token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
+    s = settings.current()
+    token_path = s.kfp_sa_token_path
     if token_path and Path(token_path).is_file():
         kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path=token_path)
-    ns = namespace or os.environ.get("ALIGNPIPE_NAMESPACE")
+    ns = namespace or s.namespace
     if ns:
         kwargs["namespace"] = ns
     with warnings.catch_warnings():
@@ -388,7 +423,8 @@ def client(host: str, namespace: str | None = None):
 
 
 def submit(name: str, host: str, params: dict[str, Any] | None = None, experiment: str = "alignpipe",
-           namespace: str | None = None, run_name: str | None = None, image: str | None = None) -> dict:
+           namespace: str | None = None, run_name: str | None = None, image: str | None = None,
+           root: str | None = None) -> dict:
     """Compile `name` and create a run on the KFP API; returns {run_id, experiment, url}."""
     import tempfile
 
@@ -400,11 +436,12 @@ def submit(name: str, host: str, params: dict[str, Any] | None = None, experimen
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"{name}.yaml"
         compiler.Compiler().compile(pipeline, package_path=str(path))
-        sa = os.environ.get("ALIGNPIPE_PIPELINE_SERVICE_ACCOUNT")
+        s = settings.current()
+        sa = s.pipeline_service_account
         run = c.create_run_from_pipeline_package(
             str(path), arguments=params or {}, run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            experiment_name=experiment, namespace=namespace or os.environ.get("ALIGNPIPE_NAMESPACE"),
-            service_account=sa)
+            experiment_name=experiment, namespace=namespace or s.namespace,
+            service_account=sa, pipeline_root=pipeline_root(root))
     return {"run_id": run.run_id, "experiment": experiment, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}
 
 
@@ -422,7 +459,7 @@ def _version_name() -> str:
 
 
 def upload(host: str, namespace: str | None = None, image: str | None = None, gpu_image: str | None = None,
-           version: str | None = None) -> dict[str, dict]:
+           version: str | None = None, root: str | None = None) -> dict[str, dict]:
     """Create every pipeline in the KFP API, or add a version to one that exists (the Helm chart's upload
     job). Images, GPU resource, node selector, tolerations and secret names come from the environment
     (ALIGNPIPE_*), as for `compile`."""
@@ -432,7 +469,7 @@ def upload(host: str, namespace: str | None = None, image: str | None = None, gp
     version = version or _version_name()
     done: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as d:
-        paths = compile_all(d, image=image, gpu_image=gpu_image)
+        paths = compile_all(d, image=image, gpu_image=gpu_image, root=root)
         for name, path in paths.items():
             kfp_name = load(name).name
             pipeline_id = c.get_pipeline_id(kfp_name)
