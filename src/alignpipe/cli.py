@@ -42,6 +42,13 @@ def cmd_data_validate(args) -> int:
     return 2
 
 
+def cmd_reward_server(args) -> int:
+    from alignpipe.sandbox import service
+
+    return service.run_forever(args.host, args.port, args.token_file, args.no_auth, args.workers, args.max_requests,
+                               args.max_body_mb, args.max_wall_s)
+
+
 def cmd_model_pull(args) -> int:
     from alignpipe import registry
 
@@ -216,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     pp.add_argument("--tracking-uri", default=None, help="MLflow tracking server (default MLFLOW_TRACKING_URI)")
     pp.set_defaults(func=cmd_model_pull)
+
+    rs = sub.add_parser("reward-server", help="serve code_tests executions in the sandbox over HTTP (docs/code-rewards.md)")
+    rs.add_argument("--host", default="0.0.0.0")
+    rs.add_argument("--port", type=int, default=8080)
+    rs.add_argument("--workers", type=int, help="executions at a time per batch (default: CPU count)")
+    rs.add_argument("--max-requests", type=int, default=4, help="batches at once; more get 429")
+    rs.add_argument("--max-body-mb", type=int, default=32)
+    rs.add_argument("--max-wall-s", type=float, default=30.0, help="cap on a batch's per-execution time limit")
+    rs.add_argument("--token-file", help="file holding the shared token (else ALIGNPIPE_REWARD_TOKEN)")
+    rs.add_argument("--no-auth", action="store_true", help="serve without a token (local testing only)")
+    rs.set_defaults(func=cmd_reward_server)
     return p
 
 

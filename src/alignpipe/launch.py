@@ -31,8 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe import config, distributed, settings
-from alignpipe.base import (RESULT_MARKER, StageResult, UserError, local_rank, rank, report_user_error,
-                            world_size)
+from alignpipe.base import (
+    RESULT_MARKER,
+    StageResult,
+    UserError,
+    local_rank,
+    rank,
+    report_user_error,
+    world_size,
+)
 from alignpipe.config import ConfigError
 
 # Overall wall-clock limit of a local torchrun launch (seconds; unset: none). A hung collective is

@@ -33,8 +33,6 @@ Every failure is a :class:`RegistryError` with one line naming the model, the tr
 
 from __future__ import annotations
 
-from alignpipe.base import UserError
-
 import contextlib
 import dataclasses
 import hashlib
@@ -51,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe import models, settings, storage, tracking
+from alignpipe.base import UserError
 
 __all__ = ["DEFAULT_ALIAS", "ModelRef", "PulledModel", "RegistryError", "parse_ref", "pull",
            "pull_model", "resolve"]

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from alignpipe.base import UserError
-
 import importlib
 import io
 import json
@@ -27,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe import settings
-from alignpipe.config import ConfigError, parse_value
-
+from alignpipe.base import UserError
+from alignpipe.config import parse_value
 from alignpipe.pipelines import PIPELINES
 
 _V = "/validate"  # placeholder artifact paths for compile/submit-time validation

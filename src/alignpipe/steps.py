@@ -23,6 +23,7 @@ from typing import Any
 from alignpipe import config as _config
 from alignpipe.config import ConfigError
 
+
 @dataclass(frozen=True)
 class Typed:
     """One typed pipeline parameter: the component argument, the stage-config key it sets, the pipeline

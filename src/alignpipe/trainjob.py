@@ -20,8 +20,6 @@ on pods/log.
 
 from __future__ import annotations
 
-from alignpipe.base import UserError
-
 import json
 import re
 import time
@@ -29,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from alignpipe.base import RESULT_MARKER, StageResult
+from alignpipe.base import RESULT_MARKER, StageResult, UserError
 
 TRAINJOB_API = ("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
 PYTORCHJOB_API = ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")

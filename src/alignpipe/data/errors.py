@@ -7,9 +7,9 @@ in an editor; file-level problems that have no line (a missing file, an unreadab
 
 from __future__ import annotations
 
-from alignpipe.base import UserError
-
 from dataclasses import dataclass, field
+
+from alignpipe.base import UserError
 
 #: How many problem lines are shown before `... and N more problems`.
 MAX_SHOWN = 20

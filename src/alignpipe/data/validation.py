@@ -8,7 +8,6 @@ in the shape TRL expects, or raises `DataError` listing the problems.
 from __future__ import annotations
 
 import os
-import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -192,9 +191,3 @@ def _columns(records: list[dict[str, Any]], fmt: str, kind: str) -> dict[str, li
             values = [None if v is None else str(v) for v in values]
         columns[name] = values
     return columns
-
-    if report.ok:
-        print(report.summary())
-        return 0
-    print(report.summary(), file=sys.stderr)
-    return 2

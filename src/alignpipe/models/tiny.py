@@ -7,7 +7,6 @@ initialised from a Qwen2 config with a fixed seed. The same seed gives byte-iden
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import torch

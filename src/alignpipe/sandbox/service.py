@@ -17,7 +17,6 @@ down it raises `RewardServiceError` (a UserError), so the stage fails loudly ins
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -180,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
                 parsed = [tuple(r["tests"]) if r.get("tests") else None for r in rows]
             except (ValueError, KeyError, TypeError, UserError) as exc:
                 return self._send(400, {"error": f"bad request: {exc}"})
-            from alignpipe.rewards.code import run_local
+            from alignpipe.sandbox.grading import run_local
 
             passed = run_local(programs, parsed, limits, server.workers)
             with server.metrics.lock:
@@ -200,25 +199,18 @@ def serve(host: str = "127.0.0.1", port: int = 8080, token: str | None = None, *
     return server
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_forever(host: str = "0.0.0.0", port: int = 8080, token_file: str | None = None, no_auth: bool = False,
+                workers: int | None = None, max_requests: int = 4, max_body_mb: int = 32,
+                max_wall_s: float = 30.0) -> int:
     """`alignpipe reward-server`: serve code_tests executions over HTTP until interrupted."""
-    parser = argparse.ArgumentParser(prog="alignpipe reward-server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 4, help="executions at a time per batch")
-    parser.add_argument("--max-requests", type=int, default=4, help="batches at once; more get 429")
-    parser.add_argument("--max-body-mb", type=int, default=32)
-    parser.add_argument("--max-wall-s", type=float, default=30.0, help="cap on a batch's per-execution time limit")
-    parser.add_argument("--token-file", help="file holding the shared token (else ALIGNPIPE_REWARD_TOKEN)")
-    parser.add_argument("--no-auth", action="store_true", help="serve without a token (local testing only)")
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    token = open(args.token_file).read().strip() if args.token_file else os.environ.get("ALIGNPIPE_REWARD_TOKEN")
-    if not token and not args.no_auth:
-        raise UserError("reward-server needs a token: --token-file FILE or ALIGNPIPE_REWARD_TOKEN (or --no-auth for local tests)")
-    server = RewardServer((args.host, args.port), token or None, workers=args.workers, max_requests=args.max_requests,
-                          max_body_bytes=args.max_body_mb << 20, max_wall_s=args.max_wall_s)
-    log.info("reward-server: listening on %s:%d, sandbox %s", args.host, server.server_address[1],
+    token = open(token_file).read().strip() if token_file else os.environ.get("ALIGNPIPE_REWARD_TOKEN")
+    if not token and not no_auth:
+        raise UserError("reward-server needs a token: --token-file FILE or ALIGNPIPE_REWARD_TOKEN "
+                        "(or --no-auth for local tests)")
+    server = RewardServer((host, port), token or None, workers=workers or os.cpu_count() or 4,
+                          max_requests=max_requests, max_body_bytes=max_body_mb << 20, max_wall_s=max_wall_s)
+    log.info("reward-server: listening on %s:%d, sandbox %s", host, server.server_address[1],
              server.sandbox.describe())
     try:
         server.serve_forever()
@@ -227,7 +219,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

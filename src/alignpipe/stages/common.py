@@ -4,7 +4,6 @@ re-exported from `alignpipe.base`)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 import time
