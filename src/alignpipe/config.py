@@ -262,13 +262,19 @@ class RLConfig(_Stage):
         return self
 
     def _check_engine(self) -> None:
-        """engine: alignpipe — every plug-in name resolves and the settings fit, before any model loads."""
-        from alignpipe import rl  # imports torch; only for this engine
-
-        try:
-            rl.plan(self)
-        except ValueError as e:
-            raise ValueError(str(e)) from None
+        """engine: alignpipe — settings that fit together. Plug-in names (advantage, loss, kl.estimator) live in
+        registries of `alignpipe.rl` (a higher layer) and are checked by the rl stage before it loads anything."""
+        if self.algorithm == "expert_iteration":
+            raise ValueError("algorithm=expert_iteration does not run on engine: alignpipe (use engine: trl, or "
+                             "algorithm: grpo with engine_settings.loss: sft_on_positive)")
+        es = self.engine_settings
+        gae = es.advantage == "gae" or (es.advantage is None and self.algorithm == "ppo")
+        if gae and es.critic is None:
+            raise ValueError("engine_settings.advantage: gae needs a critic but engine_settings.critic is null "
+                             "(remove critic: null, or choose an advantage without a critic such as grpo)")
+        if gae and es.critic.init == "reward_model" and not self.reward_model:
+            raise ValueError("engine_settings.critic.init: reward_model needs reward_model to be set "
+                             "(set reward_model: <dir>, or critic.init: policy)")
         if self.grpo.beta:
             raise ValueError("grpo.beta is read by engine: trl only; on engine: alignpipe set engine_settings.kl.beta "
                              "(and grpo.beta: 0)")

@@ -153,7 +153,22 @@ def _run_alignpipe(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
 ALGORITHMS = {"grpo": _run_grpo, "rloo": _run_rloo, "expert_iteration": _run_expert_iteration}
 
 
+def check(cfg: RLConfig) -> None:
+    """What the config schema cannot check: on engine: alignpipe, every plug-in name resolves in `alignpipe.rl`'s
+    registries. Raises ConfigError (one line, with the choices) before any data or model is loaded."""
+    if cfg.engine != "alignpipe":
+        return
+    from alignpipe import rl
+    from alignpipe.config import ConfigError
+
+    try:
+        rl.plan(cfg)
+    except ValueError as e:
+        raise ConfigError(f"rl config: {e}") from None
+
+
 def run(cfg: RLConfig) -> StageResult:
+    check(cfg)
     train, report = load_data(cfg.train_data, "prompts")
     reward_model_path = models.resolve(cfg.reward_model) if cfg.reward_model else None
     funcs, weights = rewards.build(cfg.rewards, reward_model_path=reward_model_path)

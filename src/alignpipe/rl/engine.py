@@ -1,0 +1,298 @@
+"""The loop: sample prompts -> generate k completions each -> score -> advantages -> update.
+
+One call of `train` runs `training.max_steps` rollout steps. Each step samples
+`training.batch_size x gradient_accumulation_steps` completions (`grpo.num_generations` per prompt), scores
+them with the configured rewards, computes advantages with the chosen estimator, and updates the policy
+(and the critic, for `gae`) for `engine_settings.epochs` passes over `engine_settings.minibatches`
+mini-batches (split along prompt groups, so group-wise losses see whole groups).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from alignpipe import rewards as reward_lib
+
+from . import critic as critic_lib
+from . import rollout
+from .advantages import AdvantageInput, masked_whiten
+from .losses import LossInput
+from .registry import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, LOSSES
+
+#: What `algorithm` means on this engine when engine_settings leaves advantage/loss unset.
+ALGORITHM_DEFAULTS = {"ppo": ("gae", "ppo_clip"), "grpo": ("grpo", "ppo_clip"), "rloo": ("rloo", "ppo_clip")}
+
+
+@dataclass
+class Plan:
+    """The engine's resolved choices (names filled in from the algorithm's defaults)."""
+
+    advantage: str
+    loss: str
+    aggregation: str
+    kl_mode: str
+    whiten: bool
+    needs_critic: bool
+    needs_reference: bool
+
+    def as_params(self) -> dict[str, str]:
+        return {f"engine.{k}": str(v) for k, v in self.__dict__.items()}
+
+
+def plan(cfg) -> Plan:
+    """Resolve and check the engine's plug-in names; ValueError (one line, with the fix) for a bad one."""
+    es = cfg.engine_settings
+    if cfg.algorithm not in ALGORITHM_DEFAULTS:
+        raise ValueError(f"algorithm={cfg.algorithm} does not run on engine: alignpipe (choose one of: "
+                         f"{', '.join(ALGORITHM_DEFAULTS)}; for rejection-sampling fine-tuning use "
+                         "algorithm: grpo with engine_settings.loss: sft_on_positive)")
+    adv_default, loss_default = ALGORITHM_DEFAULTS[cfg.algorithm]
+    advantage, loss = es.advantage or adv_default, es.loss or loss_default
+    estimator = _named(ADVANTAGES, advantage, "engine_settings.advantage")
+    _named(LOSSES, loss, "engine_settings.loss")
+    aggregation = es.aggregation or ("token_sum_norm" if advantage == "dr_grpo" else "token_mean")
+    _named(AGGREGATIONS, aggregation, "engine_settings.aggregation")
+    _named(KL_ESTIMATORS, es.kl.estimator, "engine_settings.kl.estimator")
+    needs_critic = bool(getattr(estimator, "needs_critic", False))
+    if needs_critic and es.critic is None:
+        raise ValueError(f"engine_settings.advantage: {advantage} needs a critic but engine_settings.critic is null "
+                         "(remove critic: null, or choose an advantage without a critic such as grpo)")
+    if needs_critic and es.critic.init == "reward_model" and not cfg.reward_model:
+        raise ValueError("engine_settings.critic.init: reward_model needs reward_model to be set "
+                         "(set reward_model: <dir>, or critic.init: policy)")
+    kl_mode = es.kl.mode or ("reward" if advantage in ("reinforce_pp", "gae") else "loss")
+    whiten = es.normalize_advantages if es.normalize_advantages is not None else advantage == "gae"
+    return Plan(advantage, loss, aggregation, kl_mode, whiten, needs_critic, es.kl.beta > 0)
+
+
+def _named(registry, name: str, field_name: str):
+    try:
+        return registry.get(name)
+    except ValueError as e:
+        raise ValueError(f"{field_name}: {e}") from None
+
+
+@dataclass
+class EngineResult:
+    """What `train` returns; `model` is the trained policy (LoRA still attached: `models.save` merges it)."""
+
+    model: Any
+    critic: Any
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    is_deepspeed_enabled: bool = False  # read by distributed.save_trained_model
+
+
+def _rows(data) -> list[dict]:
+    return data.to_list() if hasattr(data, "to_list") else list(data)
+
+
+def _completion_objs(prompts: list, texts: list[str]) -> list:
+    return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
+
+
+class _PromptSampler:
+    def __init__(self, n: int, seed: int):
+        self.n, self.rng, self.queue = n, random.Random(seed), []
+
+    def take(self, m: int) -> list[int]:
+        out = []
+        while len(out) < m:
+            if not self.queue:
+                self.queue = list(range(self.n))
+                self.rng.shuffle(self.queue)
+            out.append(self.queue.pop())
+        return out
+
+
+def _stats(prefix: str, x: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    vals = x[mask > 0]
+    if vals.numel() == 0:
+        return {}
+    return {f"{prefix}/mean": float(vals.mean()), f"{prefix}/std": float(vals.std()) if vals.numel() > 1 else 0.0,
+            f"{prefix}/min": float(vals.min()), f"{prefix}/max": float(vals.max())}
+
+
+def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=None) -> EngineResult:
+    """Run the engine on `model` (trained in place unless LoRA wraps it) and return the result."""
+    from transformers import get_scheduler
+
+    p = plan(cfg)
+    es, t, gen = cfg.engine_settings, cfg.training, cfg.generation
+    k = cfg.grpo.num_generations
+    n_prompts = (t.batch_size * t.gradient_accumulation_steps) // k
+    if n_prompts < 1:
+        raise ValueError(f"training.batch_size ({t.batch_size}) is smaller than grpo.num_generations ({k})")
+    rows = _rows(train_data)
+    if not rows:
+        raise ValueError("train_data has no rows")
+    columns = [c for c in rows[0] if c != "prompt"]
+    torch.manual_seed(t.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+
+    advantage_fn, loss_fn = ADVANTAGES.get(p.advantage), LOSSES.get(p.loss)
+    agg_fn, kl_fn = AGGREGATIONS.get(p.aggregation), KL_ESTIMATORS.get(es.kl.estimator)
+
+    ref = None
+    if p.needs_reference:
+        ref = copy.deepcopy(model).eval().requires_grad_(False)
+    critic = None
+    if p.needs_critic:
+        if es.critic.init == "reward_model":
+            from alignpipe import models
+
+            critic = critic_lib.from_reward_model(models.resolve(cfg.reward_model), cfg.trust_remote_code)
+        else:
+            critic = critic_lib.from_policy(model)
+        critic.to(device).eval()
+    if cfg.lora is not None:
+        from peft import get_peft_model
+
+        from alignpipe import models
+
+        model = get_peft_model(model, models.lora_config(cfg.lora))
+    model.eval()  # no dropout: the ratio pi/pi_old is exactly 1 on the first pass over a batch
+
+    n_mb = min(es.minibatches, n_prompts)
+    total_updates = t.max_steps * es.epochs * n_mb
+    params = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    sched = get_scheduler(t.lr_scheduler, opt, num_warmup_steps=t.warmup_steps, num_training_steps=total_updates)
+    copt = None
+    if critic is not None:
+        copt = torch.optim.AdamW(critic.parameters(), lr=es.critic.learning_rate, weight_decay=t.weight_decay)
+
+    sampler = _PromptSampler(len(rows), t.seed)
+    history: list[dict[str, float]] = []
+    updates = 0
+    for step in range(t.max_steps):
+        t0 = time.perf_counter()
+        batch = [rows[i] for i in sampler.take(n_prompts)]
+        prompts = [r["prompt"] for r in batch]
+        ro = rollout.sample(model, tokenizer, prompts, k, gen.max_new_tokens, gen.temperature, gen.top_p)
+        mask = ro.completion_mask
+        flat_prompts = [pr for pr in prompts for _ in range(k)]
+        cols = {c: [r.get(c) for r in batch for _ in range(k)] for c in columns}
+        scored = reward_lib.score(funcs, weights, flat_prompts, _completion_objs(flat_prompts, ro.texts), **cols)
+        raw = torch.tensor([0.0 if math.isnan(v) else v for v in scored["total"]])
+        scores = raw.clone()
+        lengths = mask.sum(-1)
+        if es.length_bonus:
+            scores = scores + es.length_bonus * lengths / gen.max_new_tokens
+        if es.reward_clip is not None:
+            scores = scores.clamp(-es.reward_clip, es.reward_clip)
+
+        with torch.no_grad():
+            old_logp, entropy = rollout.token_logprobs(model, ro, gen.temperature, entropy=True)
+            ref_logp = rollout.token_logprobs(ref, ro, gen.temperature)[0] if ref is not None else None
+            values = rollout.token_values(critic, ro) if critic is not None else None
+        token_rewards = torch.zeros_like(old_logp)
+        last = (lengths - 1).clamp(min=0).long()
+        token_rewards[torch.arange(len(last)), last] = scores
+        kl_tok = kl_fn(old_logp, ref_logp) * mask if ref_logp is not None else None
+        if kl_tok is not None and p.kl_mode == "reward":
+            token_rewards = token_rewards - es.kl.beta * kl_tok
+        adv, returns = advantage_fn(AdvantageInput(token_rewards, mask, k, values, es.critic.gamma if es.critic else 1.0,
+                                                   es.critic.lam if es.critic else 0.95))
+        if p.whiten:
+            adv = masked_whiten(adv, mask)
+        adv = adv.detach()
+
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+
+        def add(name: str, v: float) -> None:
+            sums[name] = sums.get(name, 0.0) + float(v)
+            counts[name] = counts.get(name, 0) + 1
+
+        options = dict(clip_eps=es.clip_eps, clip_eps_high=es.clip_eps_high, positive_threshold=es.positive_threshold,
+                       copg_beta=es.copg_beta)
+        for _epoch in range(es.epochs):
+            groups = torch.randperm(n_prompts)
+            for chunk in torch.tensor_split(groups, n_mb):
+                idx = (chunk[:, None] * k + torch.arange(k)[None]).reshape(-1)
+                sub = ro.select(idx)
+                logp, ent = rollout.token_logprobs(model, sub, gen.temperature, entropy=es.entropy_coef > 0)
+                m = mask[idx]
+                li = LossInput(logp=logp, old_logp=old_logp[idx], advantages=adv[idx], mask=m, scores=scores[idx],
+                               group_size=k, ref_logp=ref_logp[idx] if ref_logp is not None else None,
+                               aggregation=p.aggregation, max_tokens=gen.max_new_tokens, options=options)
+                loss, lm = loss_fn(li)
+                add("policy_loss", loss.item())
+                for name, v in lm.items():
+                    add(name, v)
+                if ref_logp is not None and p.kl_mode == "loss":
+                    kl = agg_fn(kl_fn(logp, ref_logp[idx]), m, gen.max_new_tokens)
+                    loss = loss + es.kl.beta * kl
+                if es.entropy_coef:
+                    loss = loss - es.entropy_coef * agg_fn(ent, m, gen.max_new_tokens)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                add("grad_norm", torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm).item())
+                opt.step()
+                sched.step()
+                updates += 1
+                add("loss", loss.item())
+                if critic is not None:
+                    v_new = rollout.token_values(critic, sub)
+                    vl, vclip = critic_lib.value_loss(v_new, values[idx], returns[idx], m, es.critic.value_clip)
+                    copt.zero_grad(set_to_none=True)
+                    vl.backward()
+                    torch.nn.utils.clip_grad_norm_(critic.parameters(), t.max_grad_norm)
+                    copt.step()
+                    add("value_loss", vl.item())
+                    add("value_clip_ratio", vclip)
+
+        entry: dict[str, float] = {"step": float(step + 1), "reward": float(raw.mean()),
+                                   "reward_std": float(raw.std()) if raw.numel() > 1 else 0.0,
+                                   "shaped_reward": float(scores.mean()),
+                                   "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)),
+                                   "completion_length": float(lengths.mean()),
+                                   "learning_rate": float(sched.get_last_lr()[0]), "optimizer_steps": float(updates),
+                                   "step_seconds": time.perf_counter() - t0}
+        for name, vals in scored.items():
+            if name != "total":
+                finite = [v for v in vals if not math.isnan(v)]
+                if finite:
+                    entry[f"rewards/{name}/mean"] = sum(finite) / len(finite)
+        if kl_tok is not None:
+            entry["kl"] = float(kl_tok.sum() / mask.sum().clamp(min=1))
+        entry.update(_stats("advantages", adv, mask))
+        if values is not None:
+            entry.update(_stats("values", values, mask))
+        entry.update({name: sums[name] / counts[name] for name in sums})
+        history.append(entry)
+        if tracker is not None and (step % max(1, t.logging_steps) == 0 or step == t.max_steps - 1):
+            tracker.log_metrics({f"train/{name}": v for name, v in entry.items() if name != "step"}, step=step + 1)
+        if log is not None:
+            log(entry)
+
+    return EngineResult(model, critic, _summary(history, updates), history)
+
+
+def _first_last(history: list[dict], key: str) -> tuple[float, float] | None:
+    vals = [h[key] for h in history if key in h]
+    if not vals:
+        return None
+    n = max(1, len(vals) // 10)
+    return sum(vals[:n]) / n, sum(vals[-n:]) / n
+
+
+def _summary(history: list[dict], updates: int) -> dict[str, float]:
+    metrics = {"train/steps": float(len(history)), "train/optimizer_steps": float(updates)}
+    keys = ["reward", "kl", "entropy", "value_loss", "clip_ratio"]
+    keys += sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")})
+    for key in keys:
+        fl = _first_last(history, key)
+        if fl:
+            name = "train/" + key.removesuffix("/mean")
+            metrics[f"{name}_first"], metrics[f"{name}_last"] = fl
+    return metrics

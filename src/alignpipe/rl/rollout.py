@@ -1,0 +1,98 @@
+"""Sampling k completions per prompt as token ids, and per-token log-probs / entropies / values of them.
+
+Prompts are rendered exactly as `alignpipe.models.generate` does (chat template for message lists), and
+sampled with HF `generate`; the engine needs token ids and log-probs, which the string interface of
+`HFGenerator` does not return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from alignpipe.models.generate import render
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    prompt_mask: torch.Tensor  # [N, P]
+    completion_ids: torch.Tensor  # [N, T]
+    completion_mask: torch.Tensor  # [N, T] float: tokens up to and including the first EOS
+    texts: list[str]  # decoded completions, N = prompts x k
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], 1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask.to(self.prompt_mask.dtype)], 1)
+
+    def select(self, idx: torch.Tensor) -> "Rollout":
+        return Rollout(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
+                       self.completion_mask[idx], [self.texts[i] for i in idx.tolist()])
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """1 for each token up to and including the first EOS (all tokens when there is none)."""
+    n, t = completion_ids.shape
+    if eos_token_id is None:
+        return torch.ones(n, t)
+    is_eos = completion_ids == eos_token_id
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full((n,), t, dtype=torch.long))
+    return (torch.arange(t)[None, :] <= first[:, None]).float()
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompts: list, k: int, max_new_tokens: int, temperature: float,
+           top_p: float = 1.0) -> Rollout:
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer([render(tokenizer, p) for p in prompts], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
+        seqs = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                              max_new_tokens=max_new_tokens, num_return_sequences=k,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    p = enc["input_ids"].shape[1]
+    comp = seqs[:, p:].cpu()
+    mask = completion_mask(comp, tokenizer.eos_token_id)
+    comp = torch.where(mask > 0, comp, torch.full_like(comp, tokenizer.pad_token_id))
+    texts = [t.strip() for t in tokenizer.batch_decode(comp, skip_special_tokens=True)]
+    return Rollout(enc["input_ids"].cpu().repeat_interleave(k, 0), enc["attention_mask"].cpu().repeat_interleave(k, 0),
+                   comp, mask, texts)
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logprobs(model, ro: Rollout, temperature: float, entropy: bool = False):
+    """(log-probs [N, T] of the completion tokens, entropies [N, T] or None) at the sampling temperature."""
+    device = next(model.parameters()).device
+    ids, am = ro.input_ids.to(device), ro.attention_mask.to(device)
+    logits = model(input_ids=ids, attention_mask=am, position_ids=_positions(am)).logits
+    p = ro.prompt_ids.shape[1]
+    logits = logits[:, p - 1:-1].float() / max(temperature, 1e-6)
+    logp_all = torch.log_softmax(logits, -1)
+    logp = logp_all.gather(-1, ro.completion_ids.to(device)[..., None]).squeeze(-1).cpu()
+    ent = None
+    if entropy:
+        ent = -(logp_all.exp() * logp_all).sum(-1).cpu()
+    return logp, ent
+
+
+def token_values(critic, ro: Rollout) -> torch.Tensor:
+    """The critic's value of the state before each completion token, [N, T]."""
+    device = next(critic.parameters()).device
+    ids, am = ro.input_ids.to(device), ro.attention_mask.to(device)
+    v = critic(input_ids=ids, attention_mask=am, position_ids=_positions(am))
+    p = ro.prompt_ids.shape[1]
+    return v[:, p - 1:-1].float().cpu()
