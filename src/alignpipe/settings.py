@@ -266,8 +266,10 @@ class Settings:
 
     # ---- storage ----
     artifact_root: str | None = _var(
-        "ALIGNPIPE_ARTIFACT_ROOT", "Default root for published artifacts, e.g. `s3://alignpipe/runs`.",
-        readers=_STORAGE, group="storage")
+        "ALIGNPIPE_ARTIFACT_ROOT", "Where pipelines' artifacts (models included) land: the default `--pipeline-root` "
+        "of `alignpipe compile/submit/upload`, e.g. `s3://alignpipe/pipelines`. Unset: KFP's own root "
+        "(`minio://mlpipeline/v2/artifacts`). Local runs write under their work dir.",
+        readers=_STORAGE + ("alignpipe.runs",), group="storage")
     s3_bucket: str | None = _var(
         "ALIGNPIPE_S3_BUCKET", "The team's bucket (a key of the chart's S3 secret, mounted on steps; the chart's "
         "bucket job creates it).", also="the chart's jobs", group="storage")

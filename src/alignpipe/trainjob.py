@@ -472,11 +472,12 @@ def run_multinode(stage: str, config: Mapping[str, Any], *, nodes: int, gpus_per
     What a KFP training component calls when `nodes > 1`. The config is validated before submission
     (ConfigError). The output is published by rank 0 to `config["output_dir"]`, which must be an s3:// URI
     (the nodes' local disks are gone when the job ends)."""
+    from alignpipe import storage
     from alignpipe.config import ConfigError
 
     cfg = stage_config(stage, config, gpus_per_node)
     out = str(cfg.get("output_dir", ""))
-    if not out.startswith("s3://"):
+    if not storage.is_remote(out):
         raise ConfigError(f"output_dir: {out!r} is local to the training pods; a multi-node run must publish to "
                           "object storage (set output_dir: s3://bucket/path)")
     namespace = namespace or current_namespace()

@@ -34,9 +34,10 @@ class ModelError(UserError, ValueError):
 
 
 def cache_dir() -> Path:
-    from alignpipe import settings
+    """The local cache folder (one answer for the whole package: `alignpipe.storage.cache_dir`)."""
+    from alignpipe import storage
 
-    return settings.current().cache_dir
+    return storage.cache_dir()
 
 
 def is_tiny(uri: str) -> bool:
@@ -71,9 +72,9 @@ def resolve(uri: str) -> str:
 
                 shutil.rmtree(tmp, ignore_errors=True)
         return str(target)
-    if uri.startswith("s3://"):
-        from alignpipe import storage
+    from alignpipe import storage
 
+    if storage.is_remote(uri):  # s3:// or minio://
         return str(storage.fetch(uri))
     p = Path(uri)
     if p.exists():

@@ -1,5 +1,6 @@
-"""Settings read from the environment: the S3 endpoint, credentials, retry/timeout/transfer knobs,
-the local cache folder and the default pipeline root (see the package docstring for every variable).
+"""Storage's view of the settings: the S3 endpoint, credentials, retry/timeout/transfer knobs, the local
+cache folder and the default pipeline root. The variables themselves are defined (typed, documented,
+validated) once, in `alignpipe.settings`; this module only shapes them for the S3 client.
 
 Everything is read on every call, so a pod's env or a test's monkeypatch wins.
 """
@@ -7,33 +8,30 @@ Everything is read on every call, so a pod's env or a test's monkeypatch wins.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
+
+import alignpipe.settings as _settings
 
 from .errors import StorageError
 
 MiB = 1 << 20
 
 
+def _current() -> _settings.Settings:
+    try:
+        return _settings.current()
+    except _settings.SettingsError as e:  # e.g. ALIGNPIPE_S3_MAX_ATTEMPTS='many' is not a number
+        raise StorageError(str(e)) from None
+
+
 def cache_dir() -> Path:
-    """``ALIGNPIPE_CACHE_DIR`` or ``~/.cache/alignpipe``."""
-    return Path(os.environ.get("ALIGNPIPE_CACHE_DIR") or "~/.cache/alignpipe").expanduser()
+    """``ALIGNPIPE_CACHE_DIR`` or ``~/.cache/alignpipe`` — THE local cache folder (models, downloads)."""
+    return Path(_current().cache_dir).expanduser()
 
 
 def default_pipeline_root() -> str | None:
-    """``ALIGNPIPE_ARTIFACT_ROOT`` (e.g. ``s3://alignpipe/runs``), the default pipeline root; None when unset."""
-    return os.environ.get("ALIGNPIPE_ARTIFACT_ROOT") or None
-
-
-def env_num(name: str, default: float) -> float:
-    """The number in env var ``name``; ``default`` when unset or blank; StorageError when not a number."""
-    v = os.environ.get(name)
-    if v is None or v.strip() == "":
-        return default
-    try:
-        return float(v)
-    except ValueError:
-        raise StorageError(f"{name}={v!r} is not a number — fix or unset it") from None
+    """``ALIGNPIPE_ARTIFACT_ROOT`` (e.g. ``s3://alignpipe/pipelines``), the default pipeline root; None when unset."""
+    return _current().artifact_root or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,27 +54,23 @@ class S3Settings:
 
     @classmethod
     def from_env(cls) -> S3Settings:
-        e = os.environ
-        endpoint = (e.get("ALIGNPIPE_S3_ENDPOINT") or e.get("MLFLOW_S3_ENDPOINT_URL") or e.get("AWS_ENDPOINT_URL_S3")
-                    or e.get("AWS_ENDPOINT_URL") or None)
-        if endpoint and "://" not in endpoint:
-            endpoint = "http://" + endpoint
-        part = max(5 * MiB, int(env_num("ALIGNPIPE_S3_PART_SIZE_MB", 64) * MiB))
+        e = _current()
+        part = int(e.s3_part_size_mb * MiB)
         return cls(
-            endpoint=endpoint.rstrip("/") if endpoint else None,
-            access_key=e.get("AWS_ACCESS_KEY_ID") or None,
-            secret_key=e.get("AWS_SECRET_ACCESS_KEY") or None,
-            session_token=e.get("AWS_SESSION_TOKEN") or None,
-            region=e.get("AWS_DEFAULT_REGION") or e.get("AWS_REGION") or "us-east-1",
-            max_attempts=max(1, int(env_num("ALIGNPIPE_S3_MAX_ATTEMPTS", 5))),
-            backoff=max(0.0, env_num("ALIGNPIPE_S3_BACKOFF", 0.2)),
-            backoff_max=max(0.0, env_num("ALIGNPIPE_S3_BACKOFF_MAX", 2.0)),
-            retry_deadline=max(0.0, env_num("ALIGNPIPE_S3_RETRY_DEADLINE", 30.0)),
-            connect_timeout=max(0.1, env_num("ALIGNPIPE_S3_CONNECT_TIMEOUT", 5.0)),
-            read_timeout=max(0.1, env_num("ALIGNPIPE_S3_READ_TIMEOUT", 60.0)),
-            concurrency=max(1, int(env_num("ALIGNPIPE_S3_CONCURRENCY", 8))),
+            endpoint=e.s3_endpoint_url,
+            access_key=e.aws_access_key_id,
+            secret_key=e.aws_secret_access_key,
+            session_token=e.aws_session_token,
+            region=e.s3_region,
+            max_attempts=e.s3_max_attempts,
+            backoff=e.s3_backoff,
+            backoff_max=e.s3_backoff_max,
+            retry_deadline=e.s3_retry_deadline,
+            connect_timeout=e.s3_connect_timeout,
+            read_timeout=e.s3_read_timeout,
+            concurrency=e.s3_concurrency,
             part_size=part,
-            multipart_threshold=max(part, int(env_num("ALIGNPIPE_S3_MULTIPART_THRESHOLD_MB", 512) * MiB)),
+            multipart_threshold=max(part, int(e.s3_multipart_threshold_mb * MiB)),
         )
 
     @property
