@@ -49,7 +49,7 @@ def _table(model: type[BaseModel], prefix: str = "", instance: BaseModel | None 
         rows.append(f"| `{prefix}{name}` | {_type(ann)} | {_default(field, value, has)} | {desc.replace('|', '/')} |")
         if sub is not None and sub.__name__ != "RewardSpec":
             default = value if has else (None if field.is_required() else field.get_default(call_default_factory=True))
-            nested.append((f"{prefix}{name}.", sub, default if isinstance(default, BaseModel) else sub()))
+            nested.append((f"{prefix}{name}.", sub, default if isinstance(default, BaseModel) else None))
     for p, sub, inst in nested:
         rows.extend(_table(sub, p, inst))
     return rows

@@ -94,3 +94,56 @@ def test_schema_and_flatten():
     flat = config.flatten(cfg)
     assert flat["grpo.num_generations"] == "8" and flat["rewards"].startswith("[")
     assert len(config.config_hash(cfg)) == 16
+
+
+def test_defaults_suit_a_real_instruct_model():
+    """Issue 9 §1: the schema's defaults are for a 0.5-8B instruct model, per stage, even when only part of
+    `training` is given (before, `training: {max_steps: 10}` fell back to lr 1e-4 for every stage)."""
+    base = dict(train_data="a.jsonl", output_dir="o")
+    sft, rl = config.SFTConfig(**base), config.RLConfig(**base)
+    assert (sft.training.learning_rate, sft.max_length) == (1e-5, 2048)
+    assert (rl.training.learning_rate, rl.generation.max_new_tokens) == (1e-6, 1024)
+    assert config.EvaluateConfig(models={"m": "tiny"}, data="d", output="o").max_new_tokens == 1024
+    assert config.RewardModelConfig(**base).max_length == config.PreferenceConfig(**base).max_length == 2048
+    assert config.RLConfig(**base, training=dict(max_steps=10)).training.learning_rate == 1e-6
+    assert config.SFTConfig(**base, training=dict(max_steps=10)).training.learning_rate == 1e-5
+    assert sft.training.warmup_steps == sft.training.max_steps * 3 // 100 > 0
+    assert config.SFTConfig(**base, training=dict(max_steps=10)).training.warmup_steps == 0
+    assert config.SFTConfig(**base, training=dict(max_steps=10, warmup_steps=2)).training.warmup_steps == 2
+    for stage in ("sft", "reward_model", "rl", "preference", "evaluate"):
+        for name, field in config.STAGE_CONFIGS[stage].model_fields.items():
+            if name in ("max_length", "max_new_tokens"):
+                assert field.description and ":" in field.description, f"{stage}.{name}: say why the default"
+        training = config.STAGE_CONFIGS[stage].model_fields.get("training")
+        if training is not None:
+            for name in ("max_steps", "learning_rate"):
+                assert ":" in training.annotation.model_fields[name].description, f"{stage}.training.{name}"
+
+
+def test_toy_settings_on_a_real_model_warn(tmp_path):
+    base = dict(train_data="a.jsonl", output_dir="o")
+    hub = "Qwen/Qwen2.5-0.5B-Instruct"
+    assert config.mismatch_warnings("sft", config.SFTConfig(**base, model="tiny", max_length=32)) == []
+    [line] = config.mismatch_warnings("sft", config.SFTConfig(**base, model=hub, max_length=32))
+    assert "max_length 32" in line and hub in line
+    [line] = config.mismatch_warnings("rl", config.RLConfig(**base, model=hub, generation=dict(max_new_tokens=5)))
+    assert "generation.max_new_tokens 5" in line
+    assert config.mismatch_warnings("rl", config.RLConfig(**base, model=hub)) == []
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "config.json").write_text('{"hidden_size": 896}')
+    ev = config.EvaluateConfig(models={"base": "tiny", "rl": str(big)}, data="d", output="o", max_new_tokens=5)
+    [line] = config.mismatch_warnings("evaluate", ev)
+    assert "max_new_tokens 5" in line and str(big) in line
+
+
+def test_run_stage_logs_the_mismatch_warning(monkeypatch, capsys):
+    from alignpipe import launch
+    from alignpipe.stages import sft
+
+    monkeypatch.setattr(sft, "run", lambda cfg: "ran")
+    cfg = config.SFTConfig(train_data="a.jsonl", output_dir="o", model="meta-llama/Llama-3.2-1B-Instruct",
+                           max_length=32)
+    assert launch.run_stage("sft", cfg) == "ran"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning: sft: max_length 32" in err[0]

@@ -41,8 +41,13 @@ class TrainingSettings(_Strict):
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
         "constant_with_warmup", description="Learning-rate schedule.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    batch_size: int = Field(8, ge=1, description="Per-device batch size (sequences, or prompts x generations for RL).")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warm-up steps; null: 3% of max_steps (rounded down), so AdamW's first, "
+        "poorly estimated updates do not jolt a pretrained model while a short test run gets none.")
+    batch_size: int = Field(8, ge=1, description="Per-device batch size (sequences, or prompts x generations for RL): "
+                            "8 sequences of 2048 tokens fit a 0.5-8B model on one 80 GB GPU (with "
+                            "gradient_checkpointing for the larger ones); raise gradient_accumulation_steps for a "
+                            "larger effective batch.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
@@ -53,13 +58,64 @@ class TrainingSettings(_Strict):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on large models.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (a retried step resumes from the last one).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_warmup(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("warmup_steps") is None:
+            steps = data.get("max_steps", cls.model_fields["max_steps"].default)
+            if isinstance(steps, int) and steps >= 1:
+                data = {**data, "warmup_steps": steps * WARMUP_PERCENT // 100}
+        return data
+
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainingSettings":
-        if self.warmup_steps >= self.max_steps and self.max_steps > 1:
+        if self.warmup_steps is not None and self.warmup_steps >= self.max_steps and self.max_steps > 1:
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be smaller than max_steps ({self.max_steps}) "
                 "(lower warmup_steps or raise max_steps)")
         return self
+
+
+#: Default warm-up, percent of max_steps (TrainingSettings.warmup_steps: null).
+WARMUP_PERCENT = 3
+
+
+class SFTTrainingSettings(TrainingSettings):
+    """Optimisation settings of SFT (defaults for full fine-tuning of a 0.5-8B instruct model)."""
+
+    max_steps: int = Field(1000, ge=1, description="Optimizer steps: 1000 x 8 sequences is about one epoch of a "
+                           "typical 5-10k example instruction set.")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate: 1e-5 is the usual full fine-tuning rate "
+                                 "for 0.5-8B instruct models (higher rates erase what instruction tuning taught; "
+                                 "with LoRA use ~1e-4).")
+
+
+class RewardModelTrainingSettings(TrainingSettings):
+    """Optimisation settings of reward-model training (defaults for a 0.5-8B base)."""
+
+    max_steps: int = Field(500, ge=1, description="Optimizer steps: 500 x 8 pairs, about one epoch of a 4k-pair "
+                           "preference set (reward models overfit past one epoch).")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate: 1e-5 trains the new score head "
+                                 "and adapts the body without destroying it (the usual Bradley-Terry setting).")
+
+
+class RLTrainingSettings(TrainingSettings):
+    """Optimisation settings of RL (defaults for GRPO/RLOO on a 0.5-8B instruct model)."""
+
+    max_steps: int = Field(500, ge=1, description="Optimizer steps (each on freshly sampled completions): "
+                           "verifiable-reward runs on 0.5-8B models show most of their gain within a few hundred.")
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate: 1e-6, as GRPO/RLOO recipes for "
+                                 "0.5-8B models use; faster rates collapse the policy's entropy within tens of steps.")
+
+
+class PreferenceTrainingSettings(TrainingSettings):
+    """Optimisation settings of offline preference optimisation (defaults for DPO on a 0.5-8B instruct model)."""
+
+    max_steps: int = Field(500, ge=1, description="Optimizer steps: 500 x 8 pairs, about one epoch of a 4k-pair "
+                           "preference set.")
+    learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate: 5e-7, as DPO recipes for 0.5-8B "
+                                 "instruct models use (DPO's implicit reward saturates and the model degrades "
+                                 "at 1e-5).")
 
 
 class LoraSettings(_Strict):
@@ -91,7 +147,9 @@ class RewardSpec(_Strict):
 
 
 class GenerationSettings(_Strict):
-    max_new_tokens: int = Field(64, ge=1, description="Tokens generated per completion.")
+    max_new_tokens: int = Field(1024, ge=1, description="Tokens generated per completion: 1024 leaves room for "
+                                "the step-by-step reasoning an instruct model writes before its answer (a cut-off "
+                                "completion scores as wrong).")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
 
@@ -121,9 +179,10 @@ class SFTConfig(_Stage):
     asft_kl_coef: float = Field(0.05, ge=0, description="KL-anchor weight for `loss: asft`.")
     assistant_only_loss: bool = Field(True, description="Train only on assistant/completion tokens.")
     packing: bool = Field(False, description="Pack several short examples into one sequence.")
-    max_length: int = Field(512, ge=8, description="Truncate sequences to this many tokens.")
+    max_length: int = Field(2048, ge=8, description="Truncate sequences to this many tokens: 2048 holds a chat "
+                            "template, a prompt and a reasoned answer of typical instruction data.")
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")
-    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=2e-5))
+    training: SFTTrainingSettings = Field(default_factory=SFTTrainingSettings)
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
     stop_at_accuracy: float | None = Field(
         None, gt=0, le=1, description="Stop early once greedy exact-match accuracy on `accuracy_probe_size` training "
@@ -145,10 +204,11 @@ class RewardModelConfig(_Stage):
     stage: Literal["reward_model"] = "reward_model"
     train_data: str = Field(description="Preference data: `prompt`/`chosen`/`rejected` (or implicit-prompt `chosen`/`rejected`).")
     eval_data: str | None = Field(None, description="Held-out preference pairs; pairwise accuracy is reported.")
-    max_length: int = Field(512, ge=8, description="Truncate sequences to this many tokens.")
+    max_length: int = Field(2048, ge=8, description="Truncate sequences to this many tokens: 2048 holds a chat "
+                            "template, a prompt and a full answer (a truncated pair hides what was preferred).")
     center_rewards_coefficient: float | None = Field(0.01, ge=0, description="Pushes rewards towards zero mean (null: off).")
     lora: LoraSettings | None = None
-    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=1e-4))
+    training: RewardModelTrainingSettings = Field(default_factory=RewardModelTrainingSettings)
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
 
 
@@ -231,11 +291,11 @@ class RLConfig(_Stage):
     reward_model: str | None = Field(None, description="Trained reward model dir/URI, used by the `reward_model` reward.")
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="exact_match")],
                                       description="Reward terms, summed with their weights.")
-    generation: GenerationSettings = Field(default_factory=lambda: GenerationSettings(max_new_tokens=64))
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
     grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO/RLOO group settings.")
     expert_iteration: ExpertIterationSettings = Field(default_factory=ExpertIterationSettings)
     lora: LoraSettings | None = None
-    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=1e-6))
+    training: RLTrainingSettings = Field(default_factory=RLTrainingSettings)
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
 
     @model_validator(mode="after")
@@ -296,9 +356,10 @@ class PreferenceConfig(_Stage):
     loss_type: list[Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
                             "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft"]] = Field(
         default_factory=lambda: ["sigmoid"], description="DPO loss variant(s); several are summed.")
-    max_length: int = Field(512, ge=8)
+    max_length: int = Field(2048, ge=8, description="Truncate sequences to this many tokens: 2048 holds a chat "
+                            "template, a prompt and a full answer (a truncated pair hides what was preferred).")
     lora: LoraSettings | None = None
-    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings(learning_rate=5e-6))
+    training: PreferenceTrainingSettings = Field(default_factory=PreferenceTrainingSettings)
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
 
 
@@ -329,7 +390,9 @@ class EvaluateConfig(_Strict):
     n: int | None = Field(None, ge=1, description="Samples drawn per prompt for the unbiased pass@k estimator and "
                           "maj@k (>= k; default k).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the k samples.")
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(1024, ge=1, description="Tokens generated per answer: 1024, as in RL, so an "
+                                "instruct model's reasoning is not cut off before its answer (a cut-off answer "
+                                "scores as wrong).")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N prompts.")
     batch_size: int = Field(64, ge=1)
     seed: int = 0
@@ -534,3 +597,49 @@ def config_hash(cfg: BaseModel) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings that look wrong for the model
+# --------------------------------------------------------------------------------------------------
+
+#: Below these, a real model's chat template and answers do not fit (the demo's values are for the tiny model).
+MIN_REAL_MAX_LENGTH = 64
+MIN_REAL_MAX_NEW_TOKENS = 16
+
+
+def real_model(uri: str | None) -> bool:
+    """Whether `uri` names a real (not toy-sized) model: a hub id, or a local model folder whose config.json
+    has a hidden size of 256 or more (the embedded tiny model has 128). `tiny`, s3:// URIs and unknown paths: no."""
+    if not uri or uri == "tiny" or uri.startswith(("tiny:", "s3://")):
+        return False
+    p = Path(uri)
+    if p.is_dir():
+        try:
+            cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        size = next((cfg[k] for k in ("hidden_size", "n_embd", "d_model") if isinstance(cfg.get(k), int)), 0)
+        return size >= 256
+    return not p.exists() and not uri.startswith((".", "/", "~")) and uri.count("/") == 1
+
+
+def mismatch_warnings(stage: str, cfg: BaseModel) -> list[str]:
+    """One line per setting that looks like a toy setting on a real model (e.g. the demo's `max_length: 32` on
+    Qwen/Qwen2.5-0.5B-Instruct): such a run trains or scores on cut-off text without failing."""
+    out = []
+    models = list(getattr(cfg, "models", {}).values()) if stage == "evaluate" else [getattr(cfg, "model", None)]
+    real = next((m for m in models if real_model(m)), None)
+    if real is None:
+        return out
+    max_length = getattr(cfg, "max_length", None)
+    if max_length is not None and max_length < MIN_REAL_MAX_LENGTH:
+        out.append(f"{stage}: max_length {max_length} is below {MIN_REAL_MAX_LENGTH} for the model {real}: sequences "
+                   f"are cut before the answer (set max_length, e.g. 2048)")
+    gen = getattr(getattr(cfg, "generation", None), "max_new_tokens", None) if stage == "rl" else (
+        getattr(cfg, "max_new_tokens", None) if stage == "evaluate" else None)
+    key = "generation.max_new_tokens" if stage == "rl" else "max_new_tokens"
+    if gen is not None and gen < MIN_REAL_MAX_NEW_TOKENS:
+        out.append(f"{stage}: {key} {gen} is below {MIN_REAL_MAX_NEW_TOKENS} for the model {real}: completions are cut "
+                   f"before the answer and score as wrong (set {key}, e.g. 1024)")
+    return out

@@ -84,6 +84,9 @@ def run_stage(stage: str, cfg) -> StageResult:
     dist = getattr(cfg, "distributed", None)
     if dist is not None:
         distributed.check_deepspeed(dist)
+    if world_size() <= 1:  # once per launch, not once per rank
+        for line in config.mismatch_warnings(stage, cfg):
+            _log(f"warning: {line}")
     how = plan(cfg)
     if how == "torchrun":
         return launch(stage, cfg)

@@ -46,7 +46,7 @@ def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_nam
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_steps,
+        warmup_steps=t.warmup_steps or 0,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
