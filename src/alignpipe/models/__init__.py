@@ -100,6 +100,7 @@ def load_tokenizer(uri: str, trust_remote_code: bool = False):
 
 
 def torch_dtype(precision: str = "auto"):
+    """The dtype of an inference-only load (evaluation, reward scoring, reference models)."""
     import torch
 
     if precision == "fp32":
@@ -113,24 +114,36 @@ def torch_dtype(precision: str = "auto"):
     return torch.float32
 
 
-def load_policy(uri: str, trust_remote_code: bool = False, precision: str = "auto"):
-    """(causal LM, tokenizer) from any model location."""
+def load_dtype(precision: str = "auto", train: bool = False):
+    """What a model is loaded in. Training (`train=True`) always loads fp32 master weights: the trainer runs the
+    forward and backward passes under bf16/fp16 autocast (`stages.common.trainer_kwargs`), and AdamW updates fp32
+    weights (on bf16 weights, updates at RL learning rates, ~1e-6 of a weight, round to zero; on fp16 weights the
+    grad scaler refuses to unscale). DeepSpeed keeps its own fp32 master copy from this. Inference-only loads
+    use `torch_dtype(precision)` (bf16 on a GPU under `auto`), half the memory."""
+    import torch
+
+    return torch.float32 if train else torch_dtype(precision)
+
+
+def load_policy(uri: str, trust_remote_code: bool = False, precision: str = "auto", train: bool = False):
+    """(causal LM, tokenizer) from any model location; `train=True` for a model that is trained (fp32 weights)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve(uri)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision), use_safetensors=True,
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(precision, train), use_safetensors=True,
                                                  trust_remote_code=trust_remote_code)
     return model, load_tokenizer(path, trust_remote_code)
 
 
-def load_reward_model(uri: str, trust_remote_code: bool = False, precision: str = "auto"):
-    """(sequence-classification model with one output, tokenizer)."""
+def load_reward_model(uri: str, trust_remote_code: bool = False, precision: str = "auto", train: bool = False):
+    """(sequence-classification model with one output, tokenizer); `train=True` when it is trained (fp32)."""
     from transformers import AutoModelForSequenceClassification
 
     path = resolve(uri)
     tok = load_tokenizer(path, trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=torch_dtype(precision), use_safetensors=True, trust_remote_code=trust_remote_code)
+        path, num_labels=1, dtype=load_dtype(precision, train), use_safetensors=True,
+        trust_remote_code=trust_remote_code)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok

@@ -27,6 +27,12 @@ def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_nam
     from alignpipe import distributed
 
     cuda = has_cuda()
+    if t.precision == "fp16" and not cuda:
+        from alignpipe.config import ConfigError
+
+        raise ConfigError("training.precision: fp16 needs a CUDA GPU and this machine has none "
+                          "(use precision: bf16 or fp32 on the CPU, or auto)")
+    # Mixed precision: the weights stay fp32 (models.load_dtype(train=True)); bf16/fp16 only autocast.
     bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
     return dict(
         output_dir=output_dir,

@@ -19,7 +19,7 @@ def run(cfg: PreferenceConfig) -> StageResult:
 
     train, report = load_data(cfg.train_data, "preference")
     evald, eval_report = load_data(cfg.eval_data, "preference") if cfg.eval_data else (None, None)
-    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision)
+    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision, train=True)
     ref = models.load_policy(cfg.ref_model, cfg.trust_remote_code, cfg.training.precision)[0] if cfg.ref_model else None
     run_name = cfg.run_name or "dpo"
     ckpt = checkpoint_dir("preference", cfg.output_dir)

@@ -32,7 +32,7 @@ def run(cfg: RewardModelConfig) -> StageResult:
 
     train, report = load_data(cfg.train_data, "preference")
     evald, eval_report = load_data(cfg.eval_data, "preference") if cfg.eval_data else (None, None)
-    model, tokenizer = models.load_reward_model(cfg.model, cfg.trust_remote_code, cfg.training.precision)
+    model, tokenizer = models.load_reward_model(cfg.model, cfg.trust_remote_code, cfg.training.precision, train=True)
     run_name = cfg.run_name or "reward_model"
     ckpt = checkpoint_dir("reward_model", cfg.output_dir)
 

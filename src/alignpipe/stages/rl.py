@@ -172,7 +172,7 @@ def run(cfg: RLConfig) -> StageResult:
     train, report = load_data(cfg.train_data, "prompts")
     reward_model_path = models.resolve(cfg.reward_model) if cfg.reward_model else None
     funcs, weights = rewards.build(cfg.rewards, reward_model_path=reward_model_path)
-    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision)
+    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision, train=True)
     run_name = cfg.run_name or (f"rl-{cfg.algorithm}" if cfg.engine == "trl" else f"rl-{cfg.algorithm}-alignpipe")
     with Timer() as timer, tracking.stage_run("rl", cfg, cfg.tracking, run_name) as tr, \
             published_output(cfg.output_dir) as out_dir:

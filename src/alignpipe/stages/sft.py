@@ -92,7 +92,7 @@ def run(cfg: SFTConfig) -> StageResult:
     TRLSFTConfig, SFTTrainer = _trl()
     train, report = load_data(cfg.train_data, "sft")
     evald, eval_report = load_data(cfg.eval_data, "sft") if cfg.eval_data else (None, None)
-    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision)
+    model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision, train=True)
     is_messages = "messages" in train.column_names
     run_name = cfg.run_name or "sft"
     ckpt = checkpoint_dir("sft", cfg.output_dir)
