@@ -13,7 +13,7 @@ import torch
 
 from alignpipe.base import UserError
 from alignpipe.evaluation.metrics import token_kl_entropy
-from alignpipe.models.generate import render
+from alignpipe.models.generate import encode_prompt
 
 
 class ScoringError(UserError, ValueError):
@@ -23,7 +23,7 @@ class ScoringError(UserError, ValueError):
 def _ids(tokenizer, prompts: Sequence, completions: Sequence[Sequence[str]]) -> list[tuple[list[int], list[int]]]:
     rows = []
     for prompt, outs in zip(prompts, completions):
-        p_ids = tokenizer(render(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        p_ids = encode_prompt(tokenizer, prompt)
         for c in outs:
             rows.append((p_ids, tokenizer(c, add_special_tokens=False)["input_ids"]))
     return rows
