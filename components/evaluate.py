@@ -19,7 +19,7 @@ def evaluate(config: dict, k: int, seed: int, base_model: str, tuned_name: str, 
     if tuned_model is not None:
         models[tuned_name] = tuned_model.path
     steps.run_component(
-        "evaluate", config, {"k": k, "seed": seed},
+        "evaluate", config, steps.typed_args("evaluate", locals()),
         {"models": models, "data": eval_data.path, "output": results.path,
          "reward_model": reward_model.path if reward_model is not None else None},
         metrics=metrics, report=report)

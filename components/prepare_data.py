@@ -18,5 +18,7 @@ def prepare_data(required: list, seed: int, base_model: str, sft_data: str, pref
             "rl_train": rl_data, "eval_set": eval_data}
     outputs = {"sft_train": sft_train, "preference_train": preference_train, "preference_eval": preference_eval,
                "rl_train": rl_train, "eval_set": eval_set}
-    for split, info in steps.prepare_data(uris, required, outputs, seed, base_model=base_model).items():
+    with steps.user_errors_exit():
+        summary = steps.prepare_data(uris, required, outputs, seed, base_model=base_model)
+    for split, info in summary.items():
         metrics.log_metric(f"data/{split}/rows", info["rows"])

@@ -13,6 +13,6 @@ def register(config: dict, model_name: str, gate_metric: str, gate_threshold: fl
     from alignpipe import steps
 
     result = steps.run_component(
-        "register", config, {"model_name": model_name, "gate_metric": gate_metric, "gate_threshold": gate_threshold},
+        "register", config, steps.typed_args("register", locals()),
         {"model": model.path, "metrics": eval_results.path, "metrics_key": metrics_key}, metrics=metrics)
     return steps.registry_outputs(result)

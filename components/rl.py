@@ -9,15 +9,14 @@ from alignpipe.platform import image
 
 @dsl.component(base_image=image(), install_kfp_package=False)
 def rl(config: dict, algorithm: str, rewards: list, max_steps: int, learning_rate: float, seed: int,
-       sft_model: dsl.Input[dsl.Model], train_data: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
+       gpus: int, nodes: int, multinode_kind: str, sft_model: dsl.Input[dsl.Model], train_data: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
        metrics: dsl.Output[dsl.Metrics], report: dsl.Output[dsl.HTML],
        reward_model: Optional[dsl.Input[dsl.Model]] = None):
     """Optimise the SFT policy for the summed `rewards` (the `reward_model` reward uses `reward_model`)."""
     from alignpipe import steps
 
     steps.run_component(
-        "rl", config, {"algorithm": algorithm, "rewards": rewards, "max_steps": max_steps,
-                       "learning_rate": learning_rate, "seed": seed},
+        "rl", config, steps.typed_args("rl", locals()),
         {"model": sft_model.path, "train_data": train_data.path,
          "reward_model": reward_model.path if reward_model is not None else None, "output_dir": model.path},
         metrics=metrics, report=report, output=model)

@@ -6,12 +6,13 @@ from alignpipe.platform import image
 
 
 @dsl.component(base_image=image(), install_kfp_package=False)
-def sft(config: dict, base_model: str, max_steps: int, learning_rate: float, seed: int,
+def sft(config: dict, base_model: str, max_steps: int, learning_rate: float, seed: int, gpus: int, nodes: int, multinode_kind: str,
         train_data: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
         report: dsl.Output[dsl.HTML]):
-    """Train `base_model` on `train_data`; the model is published to `model` (MANIFEST.json last)."""
+    """Train `base_model` on `train_data` with `gpus` GPUs on each of `nodes` nodes; the model is published to
+    `model` (MANIFEST.json last)."""
     from alignpipe import steps
 
     steps.run_component(
-        "sft", config, {"base_model": base_model, "max_steps": max_steps, "learning_rate": learning_rate, "seed": seed},
+        "sft", config, steps.typed_args("sft", locals()),
         {"train_data": train_data.path, "output_dir": model.path}, metrics=metrics, report=report, output=model)

@@ -27,11 +27,7 @@ from kfp import kubernetes
 from alignpipe import settings as _settings
 from alignpipe.base import UserError
 
-S3_REQUIRED_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-S3_OPTIONAL_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL",
-                    "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION", "ALIGNPIPE_S3_BUCKET": "ALIGNPIPE_S3_BUCKET"}
-MLFLOW_REQUIRED_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
-MLFLOW_OPTIONAL_KEYS = {"MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"}
+from alignpipe.platform import MLFLOW_OPTIONAL_KEYS, MLFLOW_REQUIRED_KEYS, S3_OPTIONAL_KEYS, S3_REQUIRED_KEYS
 
 
 
@@ -190,6 +186,14 @@ ACCELERATOR_PREFIX = {"sft": "sft", "reward-model": "reward_model", "rl": "rl", 
                       "evaluate": "evaluate"}
 
 
+def _typed(stage: str, params: dict) -> dict:
+    """A stage component's config dict and typed arguments, from the pipeline's parameters (via the table)."""
+    from alignpipe.steps import STAGE_PARAMS
+
+    sp = STAGE_PARAMS[stage]
+    return {"config": params[sp.config_param], **{t.arg: params[t.param] for t in sp.typed}}
+
+
 def prepare(w: Wiring, required: list[str], params: dict):
     from alignpipe.components import prepare_data
 
@@ -202,19 +206,14 @@ def prepare(w: Wiring, required: list[str], params: dict):
 def sft(w: Wiring, data, params: dict):
     from alignpipe.components import sft as component
 
-    task = component(config=params["sft_config"], base_model=params["base_model"], max_steps=params["sft_steps"],
-                     learning_rate=params["sft_learning_rate"], seed=params["seed"],
-                     train_data=data.outputs["sft_train"])
-    return w.place(task, "sft")
+    return w.place(component(**_typed("sft", params), train_data=data.outputs["sft_train"]), "sft")
 
 
 def reward_model(w: Wiring, data, sft_task, params: dict):
     from alignpipe.components import reward_model as component
 
-    task = component(config=params["reward_model_config"], max_steps=params["reward_model_steps"],
-                     learning_rate=params["reward_model_learning_rate"], seed=params["seed"],
-                     sft_model=sft_task.outputs["model"], train_data=data.outputs["preference_train"],
-                     eval_data=data.outputs["preference_eval"])
+    task = component(**_typed("reward_model", params), sft_model=sft_task.outputs["model"],
+                     train_data=data.outputs["preference_train"], eval_data=data.outputs["preference_eval"])
     return w.place(task, "reward-model")
 
 
@@ -222,18 +221,15 @@ def rl(w: Wiring, data, sft_task, params: dict, rm_task=None):
     from alignpipe.components import rl as component
 
     kwargs = {"reward_model": rm_task.outputs["model"]} if rm_task is not None else {}
-    task = component(config=params["rl_config"], algorithm=params["rl_algorithm"], rewards=params["rewards"],
-                     max_steps=params["rl_steps"], learning_rate=params["rl_learning_rate"], seed=params["seed"],
-                     sft_model=sft_task.outputs["model"], train_data=data.outputs["rl_train"], **kwargs)
+    task = component(**_typed("rl", params), sft_model=sft_task.outputs["model"],
+                     train_data=data.outputs["rl_train"], **kwargs)
     return w.place(task, "rl")
 
 
 def preference(w: Wiring, data, sft_task, params: dict):
     from alignpipe.components import preference as component
 
-    task = component(config=params["preference_config"], max_steps=params["preference_steps"],
-                     learning_rate=params["preference_learning_rate"], beta=params["preference_beta"],
-                     seed=params["seed"], sft_model=sft_task.outputs["model"],
+    task = component(**_typed("preference", params), sft_model=sft_task.outputs["model"],
                      train_data=data.outputs["preference_train"], eval_data=data.outputs["preference_eval"])
     return w.place(task, "preference")
 
@@ -246,17 +242,14 @@ def evaluate(w: Wiring, data, sft_task, params: dict, tuned_name: str = "", tune
         kwargs["tuned_model"] = tuned_task.outputs["model"]
     if rm_task is not None:
         kwargs["reward_model"] = rm_task.outputs["model"]
-    task = component(config=params["evaluate_config"], k=params["evaluate_k"], seed=params["seed"],
-                     base_model=params["base_model"], tuned_name=tuned_name, eval_data=data.outputs["eval_set"],
-                     sft_model=sft_task.outputs["model"], **kwargs)
+    task = component(**_typed("evaluate", params), base_model=params["base_model"], tuned_name=tuned_name,
+                     eval_data=data.outputs["eval_set"], sft_model=sft_task.outputs["model"], **kwargs)
     return w.place(task, "evaluate")
 
 
 def register(w: Wiring, model_task, eval_task, metrics_key: str, params: dict):
     from alignpipe.components import register as component
 
-    task = component(config=params["register_config"], model_name=params["registry_model_name"],
-                     gate_metric=params["gate_metric"], gate_threshold=params["gate_threshold"],
-                     metrics_key=metrics_key, model=model_task.outputs["model"],
+    task = component(**_typed("register", params), metrics_key=metrics_key, model=model_task.outputs["model"],
                      eval_results=eval_task.outputs["results"])
     return w.place(task, "register")

@@ -95,13 +95,33 @@ def run_stage(stage: str, cfg) -> StageResult:
     return importlib.import_module(f"alignpipe.stages.{stage}").run(cfg)
 
 
-def _multinode(stage: str, cfg) -> StageResult:
-    from alignpipe import platform, trainjob
+def multinode_job_name(stage: str) -> str:
+    """The job's name: derived from the KFP run id and the stage when in a pipeline, so a retried launcher pod
+    finds (re-attaches to) the job its first attempt started; random otherwise."""
+    import hashlib
 
-    dist = cfg.distributed
-    _log(f"{stage}: handing {dist.nodes} nodes x {dist.gpus} GPUs to Kubeflow Trainer")
-    return trainjob.run_multinode(stage, cfg.model_dump(mode="json"), nodes=dist.nodes, gpus_per_node=dist.gpus,
-                                  image=platform.gpu_image())
+    from alignpipe import settings, trainjob
+
+    run_id = settings.current().kfp_run_id
+    suffix = hashlib.sha256(f"{run_id}/{stage}".encode()).hexdigest()[:10] if run_id else None
+    return trainjob.job_name(stage, suffix)
+
+
+def _multinode(stage: str, cfg, api_client=None) -> StageResult:
+    """`distributed.nodes` nodes x `distributed.gpus` GPUs as a TrainJob or PyTorchJob (`distributed.multinode`)
+    running this same entry point; the pods get the step's image and its S3/MLflow Secrets."""
+    from alignpipe import platform, settings, trainjob
+
+    dist, s = cfg.distributed, settings.current()
+    _log(f"{stage}: handing {dist.nodes} nodes x {dist.gpus} GPUs to a {dist.multinode}")
+    return trainjob.run_multinode(
+        stage, cfg.model_dump(mode="json"), nodes=dist.nodes, gpus_per_node=dist.gpus, image=platform.gpu_image(),
+        kind=dist.multinode, name=multinode_job_name(stage), gpu_resource=s.gpu_resource,
+        service_account=s.pipeline_service_account,
+        secrets={s.s3_secret: platform.S3_REQUIRED_KEYS, s.mlflow_secret: platform.MLFLOW_REQUIRED_KEYS},
+        optional_secrets={s.s3_secret: platform.S3_OPTIONAL_KEYS, s.mlflow_secret: platform.MLFLOW_OPTIONAL_KEYS},
+        node_selector=s.gpu_node_selector or None, tolerations=s.gpu_tolerations or None, reattach=True,
+        api_client=api_client, on_status=lambda st: _log(f"{stage}: {st['name']} {st['state']}"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,6 +17,13 @@ DEFAULT_GPU_IMAGE = "ghcr.io/alignpipe/alignpipe-gpu:0.1.0"
 S3_SECRET_NAME = "alignpipe-s3"
 #: Kubernetes Secret / ConfigMap-free env for MLflow (keys: MLFLOW_TRACKING_URI, optional MLFLOW_TRACKING_TOKEN).
 MLFLOW_SECRET_NAME = "alignpipe-mlflow"
+#: Keys of those Secrets, as {key in the Secret: environment variable}: required and optional ones. Pipeline
+#: steps mount them (pipelines/common.py); multi-node jobs' pods get the same (alignpipe.launch).
+S3_REQUIRED_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+S3_OPTIONAL_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL",
+                    "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION", "ALIGNPIPE_S3_BUCKET": "ALIGNPIPE_S3_BUCKET"}
+MLFLOW_REQUIRED_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
+MLFLOW_OPTIONAL_KEYS = {"MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"}
 #: ServiceAccount the pipeline pods run as.
 PIPELINE_SERVICE_ACCOUNT = "alignpipe-pipeline-runner"
 

@@ -283,7 +283,8 @@ def _last_error_line(log: Path) -> str:
     except OSError:
         return ""
     for ln in reversed(lines):
-        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln) or ": error" in ln.lower():
+        if (ln.startswith("error: ") or re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln)
+                or ": error" in ln.lower()):
             return ln[:300]
     return ""
 

@@ -13,14 +13,16 @@ given); and `defaults()` (the pipelines' UI defaults, from the schema).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from alignpipe import config as _config
+from alignpipe.base import UserError, report_user_error
 from alignpipe.config import ConfigError
 
 
@@ -43,6 +45,15 @@ class StageParams:
         return {t.arg: t.key for t in self.typed}
 
 
+def _scaling(prefix: str) -> tuple[Typed, ...]:
+    """The scaling rows of a training stage: `<stage>_accelerator_count` IS the number of GPUs the stage uses
+    (distributed.gpus; a config dict that sets it too is an error naming both), `<stage>_nodes` > 1 runs it
+    as a TrainJob/PyTorchJob (`multinode_kind`)."""
+    return (Typed("gpus", "distributed.gpus", f"{prefix}_accelerator_count"),
+            Typed("nodes", "distributed.nodes", f"{prefix}_nodes"),
+            Typed("multinode_kind", "distributed.multinode", "multinode_kind"))
+
+
 #: THE table of pipeline parameters per stage; every lookup below (and in alignpipe.runs) derives from
 #: it. Adding a knob: one row here, plus the component's and the pipelines' explicit signatures (the UI
 #: reads those; tests/pipelines/test_compile.py checks they match this table). Keys listed here are
@@ -52,22 +63,22 @@ STAGE_PARAMS: dict[str, StageParams] = {
         Typed("base_model", "model", "base_model"),
         Typed("max_steps", "training.max_steps", "sft_steps"),
         Typed("learning_rate", "training.learning_rate", "sft_learning_rate"),
-        Typed("seed", "training.seed", "seed"))),
+        Typed("seed", "training.seed", "seed"), *_scaling("sft"))),
     "reward_model": StageParams("reward_model_config", (
         Typed("max_steps", "training.max_steps", "reward_model_steps"),
         Typed("learning_rate", "training.learning_rate", "reward_model_learning_rate"),
-        Typed("seed", "training.seed", "seed"))),
+        Typed("seed", "training.seed", "seed"), *_scaling("reward_model"))),
     "rl": StageParams("rl_config", (
         Typed("algorithm", "algorithm", "rl_algorithm"),
         Typed("rewards", "rewards", "rewards"),
         Typed("max_steps", "training.max_steps", "rl_steps"),
         Typed("learning_rate", "training.learning_rate", "rl_learning_rate"),
-        Typed("seed", "training.seed", "seed"))),
+        Typed("seed", "training.seed", "seed"), *_scaling("rl"))),
     "preference": StageParams("preference_config", (
         Typed("max_steps", "training.max_steps", "preference_steps"),
         Typed("learning_rate", "training.learning_rate", "preference_learning_rate"),
         Typed("beta", "beta", "preference_beta"),
-        Typed("seed", "training.seed", "seed"))),
+        Typed("seed", "training.seed", "seed"), *_scaling("preference"))),
     "evaluate": StageParams("evaluate_config", (
         Typed("k", "k", "evaluate_k"),
         Typed("seed", "seed", "seed"))),
@@ -76,6 +87,11 @@ STAGE_PARAMS: dict[str, StageParams] = {
         Typed("gate_metric", "gate_metric", "gate_metric"),
         Typed("gate_threshold", "gate_threshold", "gate_threshold"))),
 }
+def typed_args(stage: str, local_vars: dict[str, Any]) -> dict[str, Any]:
+    """A component's typed arguments for `stage`, picked by the table from its `locals()`."""
+    return {t.arg: local_vars[t.arg] for t in STAGE_PARAMS[stage].typed}
+
+
 #: component argument -> stage-config key, per stage (derived).
 TYPED_KEYS: dict[str, dict[str, str]] = {stage: sp.by_arg() for stage, sp in STAGE_PARAMS.items()}
 
@@ -97,6 +113,9 @@ SPLITS: dict[str, str] = {
     "rl_train": "prompts",
     "eval_set": "prompts",
 }
+#: A data set URI `demo:NAME` is the demo file NAME written by alignpipe.data.demo.write_demo_data (e.g.
+#: demo:code_rl_train, the code variant); no URI at all means the demo files of DEMO_FILES.
+DEMO_URI = "demo:"
 #: prepare_data output -> file written by alignpipe.data.demo.write_demo_data.
 DEMO_FILES = {"sft_train": "sft_train", "preference_train": "preference_train", "preference_eval": "preference_eval",
               "rl_train": "rl_train", "eval_set": "eval"}
@@ -200,15 +219,34 @@ def dataset_path(artifact) -> str | None:
     return artifact.path
 
 
+@contextlib.contextmanager
+def user_errors_exit() -> Iterator[None]:
+    """The component runner's error boundary: a UserError (bad config, data, model, storage, ...) prints
+    one `error:` line per problem and ends the task with exit code 2, no traceback; anything else is a
+    bug and keeps its traceback."""
+    try:
+        yield
+    except UserError as e:
+        raise SystemExit(report_user_error(e)) from None
+
+
 def run_component(stage: str, config: dict | None, typed: dict[str, Any], paths: dict[str, Any],
                   metrics=None, report=None, output=None):
-    """Validate, run `alignpipe.stages.<stage>.run`, log metrics, write the HTML report, tag the output."""
+    """Validate, run the stage (`alignpipe.launch.run_stage`), log metrics, write the HTML report, tag the
+    output. User errors end the task with one line and exit code 2 (`user_errors_exit`)."""
     from alignpipe import launch
-    from alignpipe import report as _report
 
     launch.quiet_libraries()
-    cfg = stage_config(stage, config, typed, paths)
-    result = launch.run_stage(stage, cfg)
+    with user_errors_exit():
+        cfg = stage_config(stage, config, typed, paths)
+        result = launch.run_stage(stage, cfg)
+    _record(result, cfg, metrics, report, output)
+    return result
+
+
+def _record(result, cfg, metrics=None, report=None, output=None) -> None:
+    from alignpipe import report as _report
+
     if metrics is not None:
         _report.log_metrics(metrics, result)
     if report is not None:
@@ -216,7 +254,6 @@ def run_component(stage: str, config: dict | None, typed: dict[str, Any], paths:
     if output is not None:
         output.metadata.update({k: v for k, v in result.lineage.items()})
         output.metadata["seconds"] = round(result.seconds, 2)
-    return result
 
 
 # ----------------------------------------------------------------------------------- prepare_data
@@ -278,11 +315,19 @@ def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, A
     tmp = Path(tempfile.mkdtemp(prefix="alignpipe-data-"))
     summary: dict[str, dict] = {}
     try:
-        if demo:
+        named = {s: u[len(DEMO_URI):] for s, u in given.items() if str(u).startswith(DEMO_URI)}
+        if demo or named:
             from alignpipe.data.demo import write_demo_data
 
             files = write_demo_data(tmp, seed=seed)
-            given = {s: files[DEMO_FILES[s]] for s in SPLITS}
+            unknown_demo = sorted(f"{s}={DEMO_URI}{n}" for s, n in named.items() if n not in files)
+            if unknown_demo:
+                raise DataError([f"prepare_data: {u}: no such demo file (choose from "
+                                 f"{', '.join(DEMO_URI + f for f in files)})" for u in unknown_demo])
+            if demo:
+                given = {s: files[DEMO_FILES[s]] for s in SPLITS}
+            else:
+                given = {s: files[named[s]] if s in named else u for s, u in given.items()}
         for split, kind in SPLITS.items():
             art = outputs.get(split)
             if art is None:
@@ -299,7 +344,7 @@ def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, A
                 continue
             _copy_data(uri, Path(art.path))
             info = {"rows": report.rows, "format": report.format, "digest": report.digest, "kind": kind,
-                    "source": "demo" if demo else uri}
+                    "source": "demo" if demo else DEMO_URI + named[split] if split in named else uri}
             art.metadata.update(info)
             summary[split] = info
     finally:

@@ -97,21 +97,25 @@ def _labels(stage: str, extra: Mapping[str, str] | None = None) -> dict[str, str
             "app.kubernetes.io/managed-by": "alignpipe", **(extra or {})}
 
 
-def secret_env(secrets: Mapping[str, Mapping[str, str]] | None) -> list[dict[str, Any]]:
-    """`{secret name: {key in the secret: ENV_VAR}}` (kfp-kubernetes' `use_secret_as_env` shape) as EnvVars."""
+def secret_env(secrets: Mapping[str, Mapping[str, str]] | None,
+               optional: Mapping[str, Mapping[str, str]] | None = None) -> list[dict[str, Any]]:
+    """`{secret name: {key in the secret: ENV_VAR}}` (kfp-kubernetes' `use_secret_as_env` shape) as EnvVars;
+    keys in `optional` may be missing from their Secret (secretKeyRef.optional)."""
     out = []
-    for secret, keys in (secrets or {}).items():
-        if isinstance(keys, str) or not isinstance(keys, Mapping) or not keys:
-            raise ValueError(f"secrets[{secret!r}] must map keys of the secret to env var names, "
-                             "e.g. {'alignpipe-s3': {'accesskey': 'AWS_ACCESS_KEY_ID'}}")
-        for key, env_name in keys.items():
-            out.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    for group, is_optional in ((secrets, False), (optional, True)):
+        for secret, keys in (group or {}).items():
+            if isinstance(keys, str) or not isinstance(keys, Mapping) or not keys:
+                raise ValueError(f"secrets[{secret!r}] must map keys of the secret to env var names, "
+                                 "e.g. {'alignpipe-s3': {'accesskey': 'AWS_ACCESS_KEY_ID'}}")
+            for key, env_name in keys.items():
+                ref = {"name": secret, "key": key, **({"optional": True} if is_optional else {})}
+                out.append({"name": env_name, "valueFrom": {"secretKeyRef": ref}})
     return out
 
 
-def _env(env: Mapping[str, str] | None, secrets) -> list[dict[str, Any]]:
+def _env(env: Mapping[str, str] | None, secrets, optional_secrets=None) -> list[dict[str, Any]]:
     plain = [{"name": k, "value": str(v)} for k, v in (env or {}).items()]
-    out = plain + secret_env(secrets)
+    out = plain + secret_env(secrets, optional_secrets)
     names = [e["name"] for e in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -187,6 +191,7 @@ def _place(spec: dict[str, Any], service_account: str | None, node_selector: Map
 def trainjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, namespace: str, image: str, nodes: int,
                       gpus_per_node: int, gpu_resource: str = "nvidia.com/gpu", service_account: str | None = None,
                       secrets: Mapping[str, Mapping[str, str]] | None = None,
+                      optional_secrets: Mapping[str, Mapping[str, str]] | None = None,
                       node_selector: Mapping[str, str] | None = None, tolerations: Sequence[Mapping[str, Any]] | None = None,
                       runtime_ref: str = "torch-distributed", env: Mapping[str, str] | None = None,
                       cpu: str | None = None, memory: str | None = None, shm_size: str | None = "16Gi",
@@ -206,7 +211,7 @@ def trainjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, names
     resources = _resources(gpus_per_node, gpu_resource, cpu, memory)
     if resources:
         trainer["resourcesPerNode"] = resources
-    env_list = _env(env, secrets)
+    env_list = _env(env, secrets, optional_secrets)
     if env_list:
         trainer["env"] = env_list  # the `node` container's env can only be set here, not in podSpecOverrides
     override: dict[str, Any] = {"targetJobs": [{"name": TRAINJOB_TARGET_JOB}], "volumes": volumes,
@@ -227,6 +232,7 @@ def trainjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, names
 def pytorchjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, namespace: str, image: str, nodes: int,
                         gpus_per_node: int, gpu_resource: str = "nvidia.com/gpu", service_account: str | None = None,
                         secrets: Mapping[str, Mapping[str, str]] | None = None,
+                        optional_secrets: Mapping[str, Mapping[str, str]] | None = None,
                         node_selector: Mapping[str, str] | None = None,
                         tolerations: Sequence[Mapping[str, Any]] | None = None, env: Mapping[str, str] | None = None,
                         cpu: str | None = None, memory: str | None = None, shm_size: str | None = "16Gi",
@@ -238,7 +244,7 @@ def pytorchjob_manifest(stage: str, config: Mapping[str, Any], *, name: str, nam
     volumes, mounts = _volumes(f"{name}-config", shm_size)
     container: dict[str, Any] = {"name": "pytorch", "image": image, "command": pytorchjob_command(stage),
                                  "volumeMounts": mounts}
-    env_list = _env(env, secrets)
+    env_list = _env(env, secrets, optional_secrets)
     if env_list:
         container["env"] = env_list
     resources = _resources(gpus_per_node, gpu_resource, cpu, memory)
@@ -354,7 +360,7 @@ def find_result(logs: Sequence[tuple[str, str, str]]) -> dict | None:
 def submit_and_wait(manifest: Mapping[str, Any], namespace: str, timeout_s: float = 24 * 3600, poll_s: float = 10,
                     *, config_map: Mapping[str, Any] | None = None, api_client=None, keep_failed: bool = False,
                     log_tail_lines: int = 50, request_timeout_s: float = 30, max_api_errors: int = 5,
-                    on_status: Callable[[dict], None] | None = None) -> dict[str, Any]:
+                    on_status: Callable[[dict], None] | None = None, reattach: bool = False) -> dict[str, Any]:
     """Create the job (and its config ConfigMap, owned by the job), poll until a Succeeded/Complete or Failed
     condition, and return a status dict:
 
@@ -364,6 +370,8 @@ def submit_and_wait(manifest: Mapping[str, Any], namespace: str, timeout_s: floa
     Failed -> TrainJobError naming the job and condition, with the tail of every pod's log. Past
     `timeout_s` -> the job is deleted and TrainJobError says so. The job is deleted when it ends
     (failed ones are kept if `keep_failed`); its pods and ConfigMap go with it (owner references).
+    With `reattach`, a job of the same name that already exists (the launcher pod was retried) is followed
+    instead of failing with 409.
     """
     from kubernetes import client
 
@@ -377,17 +385,26 @@ def submit_and_wait(manifest: Mapping[str, Any], namespace: str, timeout_s: floa
     where = f"{kind} {namespace}/{name}"
     started = time.monotonic()
     deadline = started + timeout_s
+    reattached = False
     try:
         created = custom.create_namespaced_custom_object(group, version, namespace, plural, body,
                                                          _request_timeout=request_timeout_s)
     except client.ApiException as e:
-        hint = {404: f" (is the {kind} CRD installed? kubectl get crd {plural}.{group})",
-                403: f" (the service account needs create on {plural}.{group} in {namespace})",
-                409: " (a job of that name exists; use a new name)"}.get(e.status, "")
-        raise TrainJobError(f"{where}: could not create: {_api_error(e)}{hint}") from None
+        if e.status == 409 and reattach:
+            # A retried launcher pod (same KFP run and task -> same job name): follow the job that is already
+            # running instead of starting a second one.
+            created, reattached = custom.get_namespaced_custom_object(group, version, namespace, plural, name,
+                                                                      _request_timeout=request_timeout_s), True
+            if on_status is not None:
+                on_status({"name": name, "state": "reattached", "condition": None})
+        else:
+            hint = {404: f" (is the {kind} CRD installed? kubectl get crd {plural}.{group})",
+                    403: f" (the service account needs create on {plural}.{group} in {namespace})",
+                    409: " (a job of that name exists; use a new name)"}.get(e.status, "")
+            raise TrainJobError(f"{where}: could not create: {_api_error(e)}{hint}") from None
     delete = True
     try:
-        if config_map is not None:
+        if config_map is not None and not reattached:
             cm = json.loads(json.dumps(config_map))
             cm["metadata"]["namespace"] = namespace
             uid = (created.get("metadata") or {}).get("uid")
@@ -462,10 +479,11 @@ def run_multinode(stage: str, config: Mapping[str, Any], *, nodes: int, gpus_per
                   namespace: str | None = None, kind: str = "trainjob", name: str | None = None,
                   gpu_resource: str = "nvidia.com/gpu", service_account: str | None = None,
                   secrets: Mapping[str, Mapping[str, str]] | None = None, env: Mapping[str, str] | None = None,
+                  optional_secrets: Mapping[str, Mapping[str, str]] | None = None,
                   node_selector: Mapping[str, str] | None = None, tolerations: Sequence[Mapping[str, Any]] | None = None,
                   runtime_ref: str = "torch-distributed", cpu: str | None = None, memory: str | None = None,
                   shm_size: str | None = "16Gi", timeout_s: float = 24 * 3600, poll_s: float = 15,
-                  api_client=None, on_status: Callable[[dict], None] | None = None):
+                  api_client=None, on_status: Callable[[dict], None] | None = None, reattach: bool = False):
     """Run a training stage on `nodes` nodes x `gpus_per_node` GPUs as a TrainJob (`kind="trainjob"`, Kubeflow
     Trainer v2) or PyTorchJob (`kind="pytorchjob"`, Training Operator v1); return rank 0's StageResult.
 
@@ -484,7 +502,7 @@ def run_multinode(stage: str, config: Mapping[str, Any], *, nodes: int, gpus_per
     name = name or job_name(stage)
     common = dict(name=name, namespace=namespace, image=image, nodes=nodes, gpus_per_node=gpus_per_node,
                   gpu_resource=gpu_resource, service_account=service_account, secrets=secrets,
-                  node_selector=node_selector, tolerations=tolerations, env=env, cpu=cpu, memory=memory,
+                  optional_secrets=optional_secrets, node_selector=node_selector, tolerations=tolerations, env=env, cpu=cpu, memory=memory,
                   shm_size=shm_size)
     if kind == "trainjob":
         manifest = trainjob_manifest(stage, cfg, runtime_ref=runtime_ref, **common)
@@ -494,7 +512,7 @@ def run_multinode(stage: str, config: Mapping[str, Any], *, nodes: int, gpus_per
         raise ValueError(f"kind must be 'trainjob' or 'pytorchjob' (got {kind!r})")
     cm = config_map_manifest(name, namespace, stage, cfg, gpus_per_node=gpus_per_node)
     status = submit_and_wait(manifest, namespace, timeout_s, poll_s, config_map=cm, api_client=api_client,
-                             on_status=on_status)
+                             on_status=on_status, reattach=reattach)
     data = status.get("result")
     if data is None:  # the job succeeded but the marker line was not in the log tail
         data = {"stage": stage, "output": cfg["output_dir"], "metrics": {}, "lineage": {}, "history": [],

@@ -6,7 +6,7 @@ logs, and records every request (method, path, query, JSON body) so tests can ch
 It listens on 127.0.0.1 on a free port.
 
 Routes:
-  POST   /apis/{group}/{version}/namespaces/{ns}/{plural}              create the job (201, uid added)
+  POST   /apis/{group}/{version}/namespaces/{ns}/{plural}              create the job (201, uid added; 409 if it exists)
   GET    /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}       job + next scripted status
   DELETE /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}       delete (200 Status)
   POST   /api/v1/namespaces/{ns}/configmaps                            create (201)
@@ -137,6 +137,8 @@ class KubeStub:
                 if self.script.create_error:
                     code, msg = self.script.create_error
                     return self._status(code, "NotFound" if code == 404 else "Error", msg)
+                if body["metadata"]["name"] in self.objects and body["metadata"]["name"] not in self.deleted:
+                    return self._status(409, "AlreadyExists", f"{body['metadata']['name']} already exists")
                 obj = json.loads(json.dumps(body))
                 obj["metadata"]["uid"] = str(uuid.uuid4())
                 self.objects[obj["metadata"]["name"]] = obj

@@ -340,3 +340,78 @@ def test_run_multinode_refuses_local_output_and_bad_config_without_calling_the_a
             trainjob.run_multinode("sft", sft_config(), nodes=2, gpus_per_node=8, image=IMAGE, namespace="n",
                                    kind="mpijob", api_client=stub.api_client())
         assert stub.requests == []
+
+
+# ------------------------------------------------------------------ from the pipeline: launch.run_stage
+
+
+def _multinode_env(monkeypatch, stub) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("KFP_RUN_ID", "run-1234")
+    monkeypatch.setenv("ALIGNPIPE_GPU_IMAGE", IMAGE)
+    monkeypatch.setenv("ALIGNPIPE_S3_SECRET", "team-s3")
+    monkeypatch.setenv("ALIGNPIPE_MLFLOW_SECRET", "team-mlflow")
+    monkeypatch.setattr(trainjob, "default_api_client", stub.api_client)
+    monkeypatch.setattr(trainjob, "current_namespace", lambda default="default": "team-a")
+
+
+def _sft_cfg(nodes: int = 2, gpus: int = 4, kind: str = "trainjob"):
+    data = sft_config(distributed={"gpus": gpus, "nodes": nodes, "multinode": kind, "deepspeed": "none"})
+    return config_mod.validate("sft", data)
+
+
+def test_pipeline_step_with_nodes_runs_a_trainjob_with_the_step_secrets(monkeypatch):
+    """`sft_nodes=2`, `sft_accelerator_count=4`: the step's pod submits a TrainJob of 2 nodes x 4 GPUs, named
+    after the KFP run and stage, carrying the GPU image and the step's S3/MLflow Secrets (optional keys optional)."""
+    from alignpipe import launch
+
+    monkeypatch.setenv("KFP_RUN_ID", "run-1234")
+    name = launch.multinode_job_name("sft")
+    master_log = "[default0]:" + RESULT_MARKER + json.dumps(RESULT) + "\n"
+    script = Script(statuses=[{"conditions": [condition("Created"), condition("Complete", "JobsCompleted", "done")]}],
+                    pods=trainjob_pods(name, "Succeeded", master_log))
+    with KubeStub(script) as stub:
+        _multinode_env(monkeypatch, stub)
+        monkeypatch.setattr(trainjob, "submit_and_wait", _fast(trainjob.submit_and_wait))
+        assert launch.multinode_job_name("sft") == launch.multinode_job_name("sft") != launch.multinode_job_name("rl")
+        name = launch.multinode_job_name("sft")
+        result = launch.run_stage("sft", _sft_cfg())
+        body = stub.requests[0].body
+    assert result.output == RESULT["output"] and result.lineage["world_size"] == "8"
+    assert body["kind"] == "TrainJob" and body["metadata"]["name"] == name
+    assert body["spec"]["trainer"]["numNodes"] == 2 and body["spec"]["trainer"]["image"] == IMAGE
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in body["spec"]["trainer"]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"] == {"name": "team-s3", "key": "AWS_ACCESS_KEY_ID"}
+    assert env["AWS_ENDPOINT_URL"] == {"name": "team-s3", "key": "AWS_ENDPOINT_URL", "optional": True}
+    assert env["MLFLOW_TRACKING_URI"] == {"name": "team-mlflow", "key": "MLFLOW_TRACKING_URI"}
+
+
+def test_a_retried_launcher_pod_reattaches_to_the_running_job(monkeypatch):
+    """KFP retries the step in a new pod: the same run id gives the same job name, the create answers 409, and
+    the new pod follows the job the first attempt started — no second job, no second ConfigMap."""
+    from alignpipe import launch
+
+    master_log = "[default0]:" + RESULT_MARKER + json.dumps(RESULT) + "\n"
+    with KubeStub(Script(statuses=[{"conditions": [condition("Created")]}])) as stub:
+        _multinode_env(monkeypatch, stub)
+        name = launch.multinode_job_name("sft")
+        stub.script.pods = trainjob_pods(name, "Succeeded", master_log)
+        # The first attempt's job, already running (created as the first pod did, then that pod died).
+        cfg = _sft_cfg()
+        first = trainjob.trainjob_manifest("sft", cfg.model_dump(mode="json"), name=name, namespace="team-a",
+                                           image=IMAGE, nodes=2, gpus_per_node=4)
+        stub.objects[name] = {**first, "metadata": {**first["metadata"], "uid": "first-attempt"}}
+        stub.script.statuses = [{"conditions": [condition("Created")]},
+                                {"conditions": [condition("Created"), condition("Complete", "JobsCompleted", "ok")]}]
+        monkeypatch.setattr(trainjob, "submit_and_wait", _fast(trainjob.submit_and_wait))
+        result = launch.run_stage("sft", cfg)
+        posts = [r for r in stub.requests if r.method == "POST"]
+    assert result.output == RESULT["output"]
+    assert len(posts) == 1 and posts[0].path.endswith("/trainjobs")  # the 409'd create; no ConfigMap, no new job
+    assert stub.objects[name]["metadata"]["uid"] == "first-attempt"
+
+
+def _fast(submit_and_wait):
+    def wrapped(*args, **kwargs):
+        return submit_and_wait(*args[:2], 60, 0.05, **kwargs)
+    return wrapped

@@ -8,6 +8,7 @@ import yaml
 from kfp.components import load_component_from_file
 
 from alignpipe import config, platform, runs, steps
+from alignpipe.base import UserError
 from alignpipe.pipelines import common
 
 GPU_STEPS = {
@@ -273,3 +274,23 @@ def test_graph_script_draws_every_compiled_edge(compiled):
             for dep in deps:
                 assert re.search(rf"\b{dep.replace('-', '_')} -- \w+ --> {task.replace('-', '_')}\b", chart), (name, dep, task)
         assert "| `base_model` | string | `\"\"` |" in mod.params_table(docs[name][0])
+
+
+def test_accelerator_count_is_the_gpu_count_and_nodes_reach_the_stage(compiled):
+    """One knob: `<step>_accelerator_count` feeds both the pod's accelerator limit and the stage's
+    distributed.gpus; `<step>_nodes` and `multinode_kind` reach the stage too."""
+    _, docs = compiled
+    tasks = docs["rlhf"][0]["root"]["dag"]["tasks"]
+    for task, prefix in (("sft", "sft"), ("reward-model", "reward_model"), ("rl", "rl")):
+        params = tasks[task]["inputs"]["parameters"]
+        assert params["gpus"]["componentInputParameter"] == f"{prefix}_accelerator_count"
+        assert params["nodes"]["componentInputParameter"] == f"{prefix}_nodes"
+        assert params["multinode_kind"]["componentInputParameter"] == "multinode_kind"
+    p = runs.load("rlhf")
+    values = runs.check_params(p, {"rl_accelerator_count": 4, "rl_nodes": 2})
+    typed = {t.arg: values[t.param] for t in steps.STAGE_PARAMS["rl"].typed}
+    cfg = steps.stage_config("rl", values["rl_config"], typed, {"model": "/m", "train_data": "/d",
+                                                                 "output_dir": "s3://b/rl"})
+    assert (cfg.distributed.gpus, cfg.distributed.nodes, cfg.distributed.multinode) == (4, 2, "trainjob")
+    with pytest.raises(UserError, match="distributed.gpus: set by the pipeline parameter sft_accelerator_count"):
+        runs.check_params(p, {"sft_config": {"distributed": {"gpus": 8}}})

@@ -1,11 +1,12 @@
 """Each component's python_func called once, in pipeline order, with cheap configs and plain artifact objects."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from alignpipe import components, storage
+from alignpipe import components, steps, storage
 from alignpipe.data import DataError
 
 
@@ -46,29 +47,43 @@ def test_prepare_data_writes_demo_data_and_leaves_unused_placeholders(chain):
     chain["data"] = out
 
 
-def test_prepare_data_fails_early_on_bad_data(tmp_path):
+def _exits_with_user_error(capsys, call) -> list[str]:
+    """A component's user error: exit code 2 and `error:` lines on stderr, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(line.startswith("error: ") for line in err) and "Traceback" not in "\n".join(err)
+    return err
+
+
+def test_prepare_data_fails_early_on_bad_data(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
     out = arts(tmp_path, "sft_train", "preference_train", "preference_eval", "rl_train", "eval_set", "metrics")
     with pytest.raises(DataError, match="bad.jsonl:1"):
+        steps.prepare_data({"sft_train": str(bad), "eval_set": str(bad)}, ["sft_train", "eval_set"],
+                           {k: out[k] for k in ("sft_train", "eval_set")}, 0, base_model="tiny")
+    err = _exits_with_user_error(capsys, lambda: components.prepare_data.python_func(
+        required=["sft_train", "eval_set"], seed=0, base_model="tiny", sft_data=str(bad), preference_data="",
+        preference_eval_data="", rl_data="", eval_data=str(bad), **out))
+    assert any("bad.jsonl:1" in line for line in err)
+    with pytest.raises(DataError, match="no data set URI for eval_set"):
         components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, base_model="tiny",
                                             sft_data=str(bad), preference_data="", preference_eval_data="",
                                             rl_data="", eval_data=str(bad), **out)
     with pytest.raises(DataError, match="no data set URI for eval_set"):
-        components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, base_model="tiny",
-                                            sft_data=str(bad), preference_data="", preference_eval_data="",
-                                            rl_data="", eval_data="", **out)
+        steps.prepare_data({"sft_train": str(bad), "eval_set": ""}, ["sft_train", "eval_set"],
+                           {k: out[k] for k in ("sft_train", "eval_set")}, 0, base_model="tiny")
 
 
-def test_prepare_data_fails_without_a_base_model(tmp_path):
+def test_prepare_data_fails_without_a_base_model(tmp_path, capsys):
     """No silent default model outside a preset: an empty base_model stops the run before any training."""
-    from alignpipe.config import ConfigError
-
     out = arts(tmp_path, "sft_train", "preference_train", "preference_eval", "rl_train", "eval_set", "metrics")
-    with pytest.raises(ConfigError, match=r"^base_model: empty .*--preset demo\)$"):
-        components.prepare_data.python_func(required=["sft_train", "eval_set"], seed=0, base_model=" ", sft_data="",
-                                            preference_data="", preference_eval_data="", rl_data="", eval_data="",
-                                            **out)
+    err = _exits_with_user_error(capsys, lambda: components.prepare_data.python_func(
+        required=["sft_train", "eval_set"], seed=0, base_model=" ", sft_data="", preference_data="",
+        preference_eval_data="", rl_data="", eval_data="", **out))
+    assert len(err) == 1 and re.match(r"^error: base_model: empty .*--preset demo\)$", err[0])
 
 
 def test_sft(chain):
@@ -139,8 +154,10 @@ def test_register(chain):
     assert int(reg["version"]) >= 1
 
 
-def test_component_rejects_owned_keys_in_config(chain):
+def test_component_rejects_owned_keys_in_config(chain, capsys):
     out = arts(chain["dir"] / "bad", "model", "metrics", "report")
-    with pytest.raises(Exception, match="training.max_steps: set by the pipeline parameter"):
-        components.sft.python_func(config={"training": {"max_steps": 9}}, base_model="tiny:0", max_steps=3,
-                                   learning_rate=1e-3, seed=0, train_data=Art(Path("/nonexistent")), **out)
+    err = _exits_with_user_error(capsys, lambda: components.sft.python_func(
+        config={"training": {"max_steps": 9}}, base_model="tiny:0", max_steps=3, learning_rate=1e-3, seed=0,
+        train_data=Art(Path("/nonexistent")), **out))
+    assert err == ["error: sft_config: training.max_steps: set by the pipeline parameter sft_steps, not in the "
+                   "config dict (remove it)"]
