@@ -6,6 +6,11 @@ model can learn it on a CPU in seconds — and it is still an exactly verifiable
 
 The held-out split is over *unordered* pairs: neither `a+b` nor `b+a` of a held-out problem is
 ever trained on, so held-out accuracy measures generalisation, not memory.
+
+The code variant (`code_*` files) asks for a *program* that prints the reversed-digit sum, graded by
+running it (reward `code_tests`, one stdin/stdout case per row). The program format is minimal so the
+tiny model can learn it on a CPU: the completion is a single `print("28")` (a string, so reversed sums
+with a leading zero, `001`, stay valid Python).
 """
 
 from __future__ import annotations
@@ -89,9 +94,34 @@ def prompt_rows(pairs) -> list[dict]:
              "difficulty": _carries(a, b)} for a, b in pairs]
 
 
+CODE_DOMAIN = "code"
+
+
+def _code_prompt(a: int, b: int) -> list[dict]:
+    return [{"role": "user", "content": f"code: print {a}+{b} reversed"}]
+
+
+def code_program(a: int, b: int) -> str:
+    """The reference program of the code variant (what SFT is trained on)."""
+    return f'print("{reverse_sum(a, b)}")'
+
+
+def code_sft_rows(pairs) -> list[dict]:
+    return [{"prompt": _code_prompt(a, b), "completion": [{"role": "assistant", "content": code_program(a, b)}]}
+            for a, b in pairs]
+
+
+def code_prompt_rows(pairs) -> list[dict]:
+    """RL/eval rows of the code variant: `answer` is the expected output, `tests` one stdin/stdout case
+    (a JSON string, so the column has one Arrow type whatever the cases hold)."""
+    return [{"prompt": _code_prompt(a, b), "answer": reverse_sum(a, b),
+             "tests": json.dumps([{"stdin": "", "stdout": reverse_sum(a, b)}]),
+             "domain": CODE_DOMAIN, "difficulty": _carries(a, b)} for a, b in pairs]
+
+
 def write_demo_data(out_dir: str | Path, seed: int = 0, max_operand: int = 99,
                     heldout_fraction: float = 0.15, preference_pairs: int = 4000,
-                    eval_pairs: int = 400) -> dict[str, str]:
+                    eval_pairs: int = 400, code_eval_pairs: int = 200) -> dict[str, str]:
     """Write every demo split to `out_dir`; returns {split name: path}.
 
     - sft_train.jsonl       prompt/completion (conversational) over the train pairs
@@ -100,6 +130,9 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, max_operand: int = 99,
     - preference_eval.jsonl   the same on held-out problems (reward-model accuracy)
     - rl_train.jsonl        RL prompts + answers (train problems)
     - eval.jsonl            held-out prompts + answers (the evaluation set)
+    - code_sft_train.jsonl  the code variant: prompt -> `print("<reversed sum>")` (train pairs)
+    - code_rl_train.jsonl   code prompts + `tests` (one stdin/stdout case) on train problems
+    - code_eval.jsonl       the same on held-out problems (reward `code_tests`; first `code_eval_pairs`)
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +146,9 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, max_operand: int = 99,
         "preference_eval": preference_rows(held[:eval_pairs], seed + 7),
         "rl_train": prompt_rows(train),
         "eval": prompt_rows(held),
+        "code_sft_train": code_sft_rows(train),
+        "code_rl_train": code_prompt_rows(train),
+        "code_eval": code_prompt_rows(held[:code_eval_pairs]),
     }
     paths = {}
     for name, rows in splits.items():
