@@ -117,3 +117,21 @@ def test_upload_creates_then_versions(capsys, monkeypatch):
 def test_existing_commands_still_work(capsys):
     assert cli.main(["config", "schema", "sft"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "SFTConfig"
+
+
+def test_presets_bad_name_unknown_parameter_and_own_file(tmp_path, capsys):
+    """`--preset`: a shipped name or a YAML file; a typo'd parameter is refused in one line, not ignored."""
+    assert cli.main(["run", "sft", "--local", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--preset nope: neither a shipped preset (demo" in err[0]
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("base_model: tiny\nsft_stepz: 3\n")
+    assert cli.main(["run", "sft", "--local", "--preset", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sft_stepz: not a parameter of any pipeline" in err[0]
+    from alignpipe import runs
+
+    good = tmp_path / "good.yaml"
+    good.write_text("base_model: tiny\nsft_steps: 3\nrl_steps: 2\npipelines: {sft: {sft_steps: 5}}\n")
+    assert runs.preset_params(str(good), "sft") == {"base_model": "tiny", "sft_steps": 5}  # rl_steps: not sft's
+    assert runs.preset_params(str(good), "rlvr")["sft_steps"] == 3
