@@ -42,6 +42,20 @@ def cmd_data_validate(args) -> int:
     return 2
 
 
+def cmd_data_convert(args) -> int:
+    """Convert SRC into DST (see `alignpipe.data.convert`); print what was detected and converted, and every
+    row that was not, on stdout; a source with unconvertible rows (more than --max-bad) is a user error."""
+    from alignpipe.data import convert
+
+    keys = dict(item.split("=", 1) for item in args.key if "=" in item)
+    if len(keys) != len(args.key) or set(keys) - set(convert.DEFAULT_KEYS):
+        raise convert.ConversionError([f"--key takes NAME=COLUMN with NAME one of {', '.join(convert.DEFAULT_KEYS)}"
+                                       f" (got {', '.join(args.key)})"])
+    report = convert.convert(args.src, args.dst, args.source_format, args.kind, args.to, keys, args.max_bad)
+    print(report.summary())
+    return 0
+
+
 def cmd_reward_server(args) -> int:
     from alignpipe.sandbox import service
 
@@ -154,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path")
     v.add_argument("--kind", required=True, choices=["sft", "preference", "prompts"])
     v.set_defaults(func=cmd_data_validate)
+    cv = dsub.add_parser("convert", help="convert a data set from another tool's format (alpaca, sharegpt, openai, "
+                         "verl, openrlhf, vertex, hf-preference), or export to verl Parquet")
+    cv.add_argument("src")
+    cv.add_argument("dst", help="output .jsonl or .parquet (local or s3://)")
+    cv.add_argument("--from", dest="source_format", default="auto",
+                    choices=["auto", "alpaca", "sharegpt", "openai", "verl", "openrlhf", "vertex", "hf-preference",
+                             "alignpipe"], help="source format (default: detect it and say what was detected)")
+    cv.add_argument("--kind", choices=["sft", "preference", "prompts"], help="default: inferred from the rows")
+    cv.add_argument("--to", default="alignpipe", choices=["alignpipe", "verl"], help="output format")
+    cv.add_argument("--key", action="append", default=[], metavar="NAME=COLUMN",
+                    help="openrlhf/vertex column names, e.g. --key input=question --key label=answer")
+    cv.add_argument("--max-bad", type=int, default=0, help="write the rest when at most this many rows cannot be "
+                    "converted (they are listed and counted); default 0: write nothing")
+    cv.set_defaults(func=cmd_data_convert)
 
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_command", required=True)
