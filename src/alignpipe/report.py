@@ -221,7 +221,7 @@ def svg_bars(values: dict[str, float], title: str, width: int = 420, height: int
     top = max(1.0, max(values.values(), default=1.0))
     bw = (width - 2 * pad_l) / n
     h = height - pad_t - pad_b
-    bars = []
+    bars = [f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{width - pad_l}" y2="{pad_t + h}" class="ax"/>']
     for i, (name, v) in enumerate(values.items()):
         bh = max(0.0, v) / top * h
         x = pad_l + i * bw + bw * 0.15
