@@ -171,4 +171,7 @@ def save(model, tokenizer, out_dir: str | Path) -> Path:
     missing = missing_files(out)
     if missing:
         raise ModelError(f"{out}: save produced an incomplete folder, missing {', '.join(missing)}")
+    from .mlflow_flavor import write_mlflow_metadata
+
+    write_mlflow_metadata(out, model, tokenizer)  # the folder is also an MLflow model (loadable from the registry)
     return out
