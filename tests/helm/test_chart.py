@@ -316,8 +316,16 @@ def test_gpu_scheduling_reaches_the_pipeline_upload():
             assert "@sha256:" in c["image"] and c["imagePullPolicy"] == "Always", where
 
 
+def test_multi_node_rbac_only_when_asked_for():
+    """Single-node pipelines need no Kubernetes API access beyond their Secrets: the TrainJob/PyTorchJob,
+    ConfigMap-create and pod rules come with pipelines.rbac.multiNode only."""
+    plain = find("defaults", "Role", platform.PIPELINE_SERVICE_ACCOUNT)
+    assert {res for r in plain["rules"] for res in r["resources"]} == {"secrets", "configmaps"}
+    assert all(r["verbs"] == ["get"] for r in plain["rules"])
+
+
 def test_pipeline_rbac_is_exactly_what_components_need():
-    role = find("defaults", "Role", platform.PIPELINE_SERVICE_ACCOUNT)
+    role = find("gpu", "Role", platform.PIPELINE_SERVICE_ACCOUNT)
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"]), "create" in r["verbs"]): r for r in role["rules"]}
     rules.update({k[:2]: r for k, r in rules.items() if not k[2]})
     secrets = rules[(("",), ("secrets",))]
