@@ -124,10 +124,10 @@ def test_current_reads_the_environment_at_call_time(monkeypatch):
 
 
 def test_migrated_readers_follow_the_environment(monkeypatch, tmp_path):
-    from alignpipe import models, platform, tracking
+    from alignpipe import platform, storage, tracking
 
     monkeypatch.setenv("ALIGNPIPE_CACHE_DIR", str(tmp_path / "c"))
-    assert models.cache_dir() == tmp_path / "c"
+    assert storage.cache_dir() == tmp_path / "c"
     monkeypatch.setenv("ALIGNPIPE_IMAGE", "registry.example/a:1")
     assert platform.image() == "registry.example/a:1"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
