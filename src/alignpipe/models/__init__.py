@@ -33,13 +33,6 @@ class ModelError(UserError, ValueError):
     """A model location that cannot be used; the message names it and the fix."""
 
 
-def cache_dir() -> Path:
-    """The local cache folder (one answer for the whole package: `alignpipe.storage.cache_dir`)."""
-    from alignpipe import storage
-
-    return storage.cache_dir()
-
-
 def is_tiny(uri: str) -> bool:
     return uri == "tiny" or uri.startswith("tiny:")
 
@@ -59,7 +52,9 @@ def resolve(uri: str) -> str:
     """A location `from_pretrained` can read: a local dir (built, fetched or as given) or a hub id."""
     if is_tiny(uri):
         seed = int(uri.split(":", 1)[1]) if ":" in uri else 0
-        target = cache_dir() / "models" / f"tiny-seed{seed}"
+        from alignpipe import storage
+
+        target = storage.cache_dir() / "models" / f"tiny-seed{seed}"
         if missing_files(target):
             tmp = target.with_name(target.name + f".tmp{os.getpid()}")
             from .tiny import save_tiny_model
