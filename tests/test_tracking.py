@@ -51,3 +51,49 @@ def test_failed_stage_is_resumed_not_duplicated(store):
 
 def test_metric_keys_are_mlflow_safe():
     assert tracking.metric_key("eval/rl/pass@4") == "eval/rl/pass_at_4"
+
+
+def test_stage_writes_are_batched_and_every_metric_lands_in_order(store, monkeypatch):
+    import os
+
+    import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for k in tracking.ASYNC_LOGGING_ENV:
+        monkeypatch.delenv(k, raising=False)
+    writes = []  # one entry per metrics write to the store (one transaction each)
+    log_metrics = SqlAlchemyStore._log_metrics
+
+    def counting_log_metrics(self, run_id, metrics):
+        writes.append(len(metrics))
+        return log_metrics(self, run_id, metrics)
+
+    monkeypatch.setattr(SqlAlchemyStore, "_log_metrics", counting_log_metrics)
+    n = 300
+    with tracking.stage_run("rl") as tr:
+        assert os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] == "true"
+        for step in range(n):
+            mlflow.log_metrics({"profiling/Time taken: _generate": float(step)}, step=step)  # as TRL's timers do
+            tr.log_metrics({"train/loss": 1.0 / (step + 1), "pass@4": 0.5}, step=step)
+    for k in tracking.ASYNC_LOGGING_ENV:  # the environment is restored after the stage
+        assert k not in os.environ
+    run = store.get_run(tr.run_id)
+    assert run.info.status == "FINISHED"
+    timer = store.get_metric_history(tr.run_id, "profiling/Time taken: _generate")
+    assert [m.step for m in timer] == list(range(n)) and [m.value for m in timer] == [float(s) for s in range(n)]
+    loss = store.get_metric_history(tr.run_id, "train/loss")
+    assert [m.step for m in loss] == list(range(n)) and loss[-1].value == 1.0 / n
+    assert len(store.get_metric_history(tr.run_id, "pass_at_4")) == n
+    assert sum(writes) == 3 * n
+    assert len(writes) < n // 10, f"{len(writes)} writes for {3 * n} metrics: not batched"
+
+
+def test_a_user_can_keep_mlflow_writes_synchronous(store, monkeypatch):
+    import os
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    with tracking.stage_run("sft") as tr:
+        assert os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] == "false"
+        tr.log_metrics({"train/loss": 1.0}, step=1)
+    assert os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] == "false"
+    assert store.get_run(tr.run_id).data.metrics["train/loss"] == 1.0
