@@ -1,6 +1,8 @@
 """Sampling k completions per prompt as token ids, and per-token log-probs / entropies / values of them.
 
-Prompts are rendered exactly as `alignpipe.models.generate` does (chat template for message lists), and
+Prompts are encoded exactly as `alignpipe.models.generate` (and TRL's trainers) encode them
+(`encode_prompt`: the chat template's BOS for messages, the tokenizer's for text), generation stops on
+every stop id (`stop_token_ids`: the generation config's list plus the tokenizer's EOS), and they are
 sampled with HF `generate`; the engine needs token ids and log-probs, which the string interface of
 `HFGenerator` does not return.
 """
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignpipe.models.generate import render
+from alignpipe.models.generate import encode_prompt, stop_token_ids
 
 
 @dataclass
@@ -35,12 +37,14 @@ class Rollout:
                        self.completion_mask[idx], [self.texts[i] for i in idx.tolist()])
 
 
-def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
-    """1 for each token up to and including the first EOS (all tokens when there is none)."""
+def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | list[int] | None) -> torch.Tensor:
+    """1 for each token up to and including the first stop token (all tokens when there is none);
+    `eos_token_id` is one id or several (e.g. Llama-3's `<|eot_id|>` and `<|end_of_text|>`)."""
     n, t = completion_ids.shape
-    if eos_token_id is None:
+    stops = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if not stops:
         return torch.ones(n, t)
-    is_eos = completion_ids == eos_token_id
+    is_eos = torch.isin(completion_ids, torch.tensor(stops, dtype=completion_ids.dtype))
     first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full((n,), t, dtype=torch.long))
     return (torch.arange(t)[None, :] <= first[:, None]).float()
 
@@ -52,18 +56,19 @@ def sample(model, tokenizer, prompts: list, k: int, max_new_tokens: int, tempera
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
+    stops = stop_token_ids(getattr(model, "generation_config", None), tokenizer)
     try:
-        enc = tokenizer([render(tokenizer, p) for p in prompts], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(model.device)
+        enc = tokenizer.pad({"input_ids": [encode_prompt(tokenizer, p) for p in prompts]}, padding=True,
+                            return_tensors="pt").to(model.device)
         seqs = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                              max_new_tokens=max_new_tokens, num_return_sequences=k,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                              min_p=0.0, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
+                              num_return_sequences=k, pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     p = enc["input_ids"].shape[1]
     comp = seqs[:, p:].cpu()
-    mask = completion_mask(comp, tokenizer.eos_token_id)
+    mask = completion_mask(comp, stops)
     comp = torch.where(mask > 0, comp, torch.full_like(comp, tokenizer.pad_token_id))
     texts = [t.strip() for t in tokenizer.batch_decode(comp, skip_special_tokens=True)]
     return Rollout(enc["input_ids"].cpu().repeat_interleave(k, 0), enc["attention_mask"].cpu().repeat_interleave(k, 0),
