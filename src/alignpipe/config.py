@@ -277,6 +277,47 @@ class RLEngineSettings(_Strict):
     reward_clip: float | None = Field(None, gt=0, description="Clip the summed reward to +-this.")
 
 
+class SamplerSettings(_Strict):
+    """Which prompts each RL step trains on (`alignpipe.sampling`; `alignpipe.sampling.describe()` lists the
+    samplers). Every sampler keeps a per-prompt pass-rate store, published as `sampler_state.json` with the stage
+    output and saved in checkpoints."""
+
+    name: str = Field("uniform", description="uniform (shuffled passes over the data), difficulty_target "
+                      "(DOTS), bandit (SEC), mixture (fixed domain weights), dynamic (DAPO: drop groups whose "
+                      "rewards are all equal), or a dotted path pkg.mod:Class.")
+    success_threshold: float = Field(1.0, description="A completion counts as solved when its summed reward is >= this.")
+    ema: float = Field(0.5, gt=0, le=1, description="Weight of the newest group in a prompt's recent pass rate and "
+                       "recent mean reward.")
+    init_from: str | None = Field(None, description="A published sampler_state.json (or the stage output folder/URI "
+                                  "holding one) whose per-prompt records this run starts from.")
+    target: float = Field(0.5, ge=0, le=1, description="difficulty_target: the pass rate to aim at.")
+    pool: int = Field(4, ge=1, description="difficulty_target: candidates drawn per slot; the closest to target win.")
+    explore: float = Field(0.1, ge=0, le=1, description="difficulty_target: share of each batch drawn uniformly.")
+    temperature: float = Field(0.2, gt=0, description="bandit: Boltzmann temperature over the arms' values.")
+    alpha: float = Field(0.5, gt=0, le=1, description="bandit: step size of the TD(0) (exponential) value update.")
+    buckets: int = Field(3, ge=1, description="bandit: numeric `difficulty` is cut into this many quantile buckets.")
+    weights: dict[str, float] | None = Field(None, description="mixture: domain -> weight (domains not named are "
+                                             "not drawn).")
+    drop_equal_groups: bool | None = Field(None, description="Drop groups whose rewards are all equal and draw more "
+                                           "prompts (engine: alignpipe; default: on for dynamic only).")
+    max_attempts: int = Field(4, ge=1, description="Draws per step when dropping groups; a batch still short after "
+                              "them is filled with dropped groups, so a batch is never short.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Options of a sampler named by dotted path.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SamplerSettings":
+        if self.name == "mixture":
+            if not self.weights:
+                raise ValueError("sampler.name: mixture needs sampler.weights (e.g. weights: {math: 0.7, code: 0.3})")
+            if any(w < 0 for w in self.weights.values()) or not any(w > 0 for w in self.weights.values()):
+                raise ValueError("sampler.weights must be >= 0 with at least one > 0")
+        return self
+
+
+#: Lowest temperature a sampling stage accepts: below it samples are (nearly) identical and HF generate refuses it.
+MIN_SAMPLING_TEMPERATURE = 0.05
+
+
 class RLConfig(_Stage):
     """RL fine-tuning with rewards: GRPO, RLOO (TRL or alignpipe engine), PPO (alignpipe engine), expert iteration."""
 
@@ -294,6 +335,7 @@ class RLConfig(_Stage):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO/RLOO group settings.")
     expert_iteration: ExpertIterationSettings = Field(default_factory=ExpertIterationSettings)
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings, description="Which prompts each step trains on.")
     lora: LoraSettings | None = None
     training: RLTrainingSettings = Field(default_factory=RLTrainingSettings)
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)

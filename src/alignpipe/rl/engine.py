@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from alignpipe import rewards as reward_lib
+from alignpipe import sampling
 
 from . import critic as critic_lib
 from . import rollout
@@ -88,6 +88,7 @@ class EngineResult:
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     is_deepspeed_enabled: bool = False  # read by distributed.save_trained_model
+    sampler: Any = None  # the prompt sampler and its pass-rate store (`alignpipe.sampling`)
 
 
 def _rows(data) -> list[dict]:
@@ -98,18 +99,24 @@ def _completion_objs(prompts: list, texts: list[str]) -> list:
     return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
 
 
-class _PromptSampler:
-    def __init__(self, n: int, seed: int):
-        self.n, self.rng, self.queue = n, random.Random(seed), []
+def _concat(parts: list[rollout.Rollout], pad_id: int) -> rollout.Rollout:
+    """Rollouts of several draws as one (prompts left-padded, completions right-padded to the longest)."""
+    if len(parts) == 1:
+        return parts[0]
+    p, t = max(r.prompt_ids.shape[1] for r in parts), max(r.completion_ids.shape[1] for r in parts)
 
-    def take(self, m: int) -> list[int]:
-        out = []
-        while len(out) < m:
-            if not self.queue:
-                self.queue = list(range(self.n))
-                self.rng.shuffle(self.queue)
-            out.append(self.queue.pop())
-        return out
+    def pad(x, width, value, left):
+        extra = width - x.shape[1]
+        if not extra:
+            return x
+        fill = torch.full((x.shape[0], extra), value, dtype=x.dtype)
+        return torch.cat([fill, x] if left else [x, fill], 1)
+
+    return rollout.Rollout(torch.cat([pad(r.prompt_ids, p, pad_id, True) for r in parts]),
+                           torch.cat([pad(r.prompt_mask, p, 0, True) for r in parts]),
+                           torch.cat([pad(r.completion_ids, t, pad_id, False) for r in parts]),
+                           torch.cat([pad(r.completion_mask, t, 0, False) for r in parts]),
+                           [x for r in parts for x in r.texts])
 
 
 def _stats(prefix: str, x: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
@@ -120,8 +127,9 @@ def _stats(prefix: str, x: torch.Tensor, mask: torch.Tensor) -> dict[str, float]
             f"{prefix}/min": float(vals.min()), f"{prefix}/max": float(vals.max())}
 
 
-def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=None) -> EngineResult:
-    """Run the engine on `model` (trained in place unless LoRA wraps it) and return the result."""
+def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=None, sampler=None) -> EngineResult:
+    """Run the engine on `model` (trained in place unless LoRA wraps it) and return the result. Prompts are
+    drawn by `sampler` (default: `cfg.sampler` built over `train_data`, see `alignpipe.sampling`)."""
     from transformers import get_scheduler
 
     p = plan(cfg)
@@ -170,18 +178,48 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
     if critic is not None:
         copt = torch.optim.AdamW(critic.parameters(), lr=es.critic.learning_rate, weight_decay=t.weight_decay)
 
-    sampler = _PromptSampler(len(rows), t.seed)
+    smp = sampler if sampler is not None else sampling.from_rows(cfg.sampler, rows, seed=t.seed)
+
+    def draw(step: int):
+        """(prompt indices, rollout, scores) of a full batch; with drops_equal_groups (DAPO dynamic sampling)
+        groups whose rewards are all equal are dropped and more prompts drawn, at most smp.max_attempts times;
+        a batch still short is filled with dropped groups (never a short batch)."""
+        kept: list[tuple] = []  # (prompt index, rollout part, position in part, scored part)
+        dropped: list[tuple] = []
+        drawn = 0
+        for attempt in range(smp.max_attempts if smp.drops_equal_groups else 1):
+            idx = smp.select(n_prompts - len(kept), step)
+            prompts = [rows[i]["prompt"] for i in idx]
+            ro = rollout.sample(model, tokenizer, prompts, k, gen.max_new_tokens, gen.temperature, gen.top_p)
+            flat_prompts = [pr for pr in prompts for _ in range(k)]
+            cols = {c: [rows[i].get(c) for i in idx for _ in range(k)] for c in columns}
+            sc = reward_lib.score(funcs, weights, flat_prompts, _completion_objs(flat_prompts, ro.texts), **cols)
+            drawn += len(idx)
+            for j, i in enumerate(idx):
+                g = [0.0 if math.isnan(v) else v for v in sc["total"][j * k:(j + 1) * k]]
+                equal = max(g) - min(g) <= 1e-9
+                (dropped if smp.drops_equal_groups and equal else kept).append((i, ro, j, sc))
+            if len(kept) >= n_prompts:
+                break
+        if smp.drops_equal_groups:
+            smp.record_drops(len(dropped), drawn)
+            fill, rest = dropped[:n_prompts - len(kept)], dropped[n_prompts - len(kept):]
+            smp.observe([d[0] for d in rest], [[0.0 if math.isnan(v) else v for v in sc["total"][j * k:(j + 1) * k]]
+                                               for _, _, j, sc in rest], step, [0.0] * len(rest))
+            kept += fill  # observed with the batch below
+        parts, scored = [], {}
+        for i, ro, j, sc in kept:
+            parts.append(ro.select(torch.arange(j * k, (j + 1) * k)))
+            for name, vals in sc.items():
+                scored.setdefault(name, []).extend(vals[j * k:(j + 1) * k])
+        return [d[0] for d in kept], _concat(parts, tokenizer.pad_token_id), scored
+
     history: list[dict[str, float]] = []
     updates = 0
     for step in range(t.max_steps):
         t0 = time.perf_counter()
-        batch = [rows[i] for i in sampler.take(n_prompts)]
-        prompts = [r["prompt"] for r in batch]
-        ro = rollout.sample(model, tokenizer, prompts, k, gen.max_new_tokens, gen.temperature, gen.top_p)
+        chosen, ro, scored = draw(step)
         mask = ro.completion_mask
-        flat_prompts = [pr for pr in prompts for _ in range(k)]
-        cols = {c: [r.get(c) for r in batch for _ in range(k)] for c in columns}
-        scored = reward_lib.score(funcs, weights, flat_prompts, _completion_objs(flat_prompts, ro.texts), **cols)
         raw = torch.tensor([0.0 if math.isnan(v) else v for v in scored["total"]])
         scores = raw.clone()
         lengths = mask.sum(-1)
@@ -205,6 +243,8 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         if p.whiten:
             adv = masked_whiten(adv, mask)
         adv = adv.detach()
+        seq_abs_adv = (adv.abs() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        smp.observe(chosen, raw.view(n_prompts, k).tolist(), step, seq_abs_adv.view(n_prompts, k).mean(-1).tolist())
 
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
@@ -269,13 +309,14 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         if values is not None:
             entry.update(_stats("values", values, mask))
         entry.update({name: sums[name] / counts[name] for name in sums})
+        entry.update(smp.metrics())
         history.append(entry)
         if tracker is not None and (step % max(1, t.logging_steps) == 0 or step == t.max_steps - 1):
             tracker.log_metrics({f"train/{name}": v for name, v in entry.items() if name != "step"}, step=step + 1)
         if log is not None:
             log(entry)
 
-    return EngineResult(model, critic, _summary(history, updates), history)
+    return EngineResult(model, critic, _summary(history, updates), history, sampler=smp)
 
 
 def _first_last(history: list[dict], key: str) -> tuple[float, float] | None:

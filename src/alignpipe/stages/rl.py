@@ -27,6 +27,7 @@ from alignpipe import models, rewards, tracking
 from alignpipe.distributed import save_trained_model
 from alignpipe.config import RLConfig
 from alignpipe.models.generate import vllm_usable
+from alignpipe import sampling
 from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
 
@@ -60,7 +61,11 @@ def _summary(history: list[dict]) -> dict[str, float]:
 
 def _run_trl(trainer_cls, config_cls, extra: dict, cfg, model, tokenizer, train, funcs, weights, tr, run_name):
     args = config_cls(**_group_args(cfg, tr, run_name), reward_weights=weights, **extra)
-    trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
+    from alignpipe.sampling.trl import INDEX_COLUMN, sampling_trainer
+
+    smp = sampling.from_dataset(cfg.sampler, train, seed=cfg.training.seed)
+    train = train.add_column(INDEX_COLUMN, list(range(len(train))))  # the prompt index reaches the rewards
+    trainer = sampling_trainer(trainer_cls, smp)(model=model, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=tokenizer,
                           peft_config=models.lora_config(cfg.lora) if cfg.lora else None)
     trainer.train(resume_from_checkpoint=last_checkpoint(checkpoint_dir(f"rl-{cfg.algorithm}", cfg.output_dir)))
@@ -155,11 +160,20 @@ ALGORITHMS = {"grpo": _run_grpo, "rloo": _run_rloo, "expert_iteration": _run_exp
 
 def check(cfg: RLConfig) -> None:
     """What the config schema cannot check: on engine: alignpipe, every plug-in name resolves in `alignpipe.rl`'s
-    registries. Raises ConfigError (one line, with the choices) before any data or model is loaded."""
+    registries, and the sampler name resolves in `alignpipe.sampling`'s. Raises ConfigError (one line, with the
+    choices) before any data or model is loaded."""
+    from alignpipe.config import ConfigError
+
+    try:
+        sampling.check(cfg.sampler)
+    except ValueError as e:
+        raise ConfigError(f"rl config: sampler.name: {e}") from None
+    if cfg.algorithm == "expert_iteration" and cfg.sampler.name != "uniform":
+        raise ConfigError("rl config: sampler.name applies to grpo, rloo and ppo; expert_iteration draws its "
+                          "prompts uniformly (set sampler.name: uniform)")
     if cfg.engine != "alignpipe":
         return
     from alignpipe import rl
-    from alignpipe.config import ConfigError
 
     try:
         rl.plan(cfg)
@@ -179,6 +193,9 @@ def run(cfg: RLConfig) -> StageResult:
         tr.log_input(cfg.train_data, report.digest, "train")
         algo = _run_alignpipe if cfg.engine == "alignpipe" else ALGORITHMS[cfg.algorithm]
         trainer, metrics, history = algo(cfg, model, tokenizer, train, funcs, weights, tr, run_name)
+        if (smp := getattr(trainer, "sampler", None)) is not None:  # the pass-rate store, published with the model
+            smp.save(out_dir / sampling.STATE_FILE)
+            metrics.update({f"train/{k}": v for k, v in smp.metrics().items()})
         tr.log_metrics(metrics)
         if trainer is not None:
             save_trained_model(trainer, tokenizer, out_dir)
