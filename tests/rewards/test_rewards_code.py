@@ -134,6 +134,8 @@ def test_concurrency_runs_in_parallel():
     program = fenced("import time\ntime.sleep(0.8)\ndef add(a, b):\n    return a + b")
     start = time.monotonic()
     assert reward([program] * 4, [ADD_TESTS] * 4, concurrency=4) == [1.0] * 4
+    # through a KFP pipeline an integer option arrives as a float
+    assert reward([program] * 2, [ADD_TESTS] * 2, concurrency=2.0) == [1.0] * 2
     assert time.monotonic() - start < 3.0  # serially it would take 3.2 s + start-up
 
 

@@ -67,6 +67,8 @@ def _check_code_options(
 ) -> Limits:
     if extract not in _EXTRACT:
         raise ValueError(f"reward 'code_tests': extract {extract!r} is not one of {', '.join(_EXTRACT)}")
+    if isinstance(concurrency, float) and concurrency.is_integer():  # KFP passes integers as floats (4.0)
+        concurrency = int(concurrency)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"reward 'code_tests': concurrency must be an integer >= 1, got {concurrency!r}")
     if service is not None and not re.match(r"^https?://", str(service)):
@@ -102,6 +104,7 @@ def code_tests_reward(
     or the ALIGNPIPE_REWARD_TOKEN environment variable)."""
     limits = _check_code_options(time_limit, memory_mb, max_output_bytes, concurrency, all_or_nothing, extract,
                                  service, service_token, service_retries, service_timeout)
+    concurrency = int(concurrency)
     if tests is None:
         raise ValueError(
             "reward 'code_tests' needs the 'tests' column in the data set (assert source or stdin/stdout cases); "
