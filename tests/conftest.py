@@ -18,12 +18,15 @@ def isolated_env(tmp_path_factory):
     """Caches, checkpoints and the default MLflow store live in a per-run temp dir, never in ~ or the cwd."""
     root = tmp_path_factory.mktemp("alignpipe-env")
     saved = {k: os.environ.get(k) for k in ("ALIGNPIPE_CACHE_DIR", "ALIGNPIPE_CHECKPOINT_DIR", "ALIGNPIPE_WORKDIR",
-                                             "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
+                                             "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME",
+                                             "ALIGNPIPE_FORCE_RERUN")}
     os.environ["ALIGNPIPE_CACHE_DIR"] = str(root / "cache")
     os.environ["ALIGNPIPE_CHECKPOINT_DIR"] = str(root / "checkpoints")
     os.environ["ALIGNPIPE_WORKDIR"] = str(root / "work")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+    # Tests that run one config twice expect two trainings; the reuse tests unset this.
+    os.environ["ALIGNPIPE_FORCE_RERUN"] = "1"
     yield root
     for k, v in saved.items():
         if v is None:

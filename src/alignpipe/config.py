@@ -56,7 +56,18 @@ class TrainingSettings(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="`auto`: bf16 on a GPU that supports it, fp32 on the CPU.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on large models.")
-    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (a retried step resumes from the last one).")
+    save_steps: int | None = Field(
+        200, ge=1, description="Checkpoint every N optimizer steps to the checkpoint store (ALIGNPIPE_STATE_URI, "
+        "manifest last); a retried step, even in a new pod, resumes from the newest complete one. null: by time only.")
+    save_minutes: float | None = Field(
+        30.0, gt=0, description="Also checkpoint when this many minutes of training have passed since the last "
+        "checkpoint, so a preempted GPU step loses at most this much work. null: by steps only.")
+    save_total_limit: int = Field(2, ge=1, description="Complete checkpoints kept in the store (older ones are "
+                                  "deleted only after a newer one is complete).")
+    sigterm_grace_s: float = Field(
+        20.0, gt=0, description="On SIGTERM (preemption, eviction) the stage checkpoints when the current step "
+        "ends and exits non-zero so the step is retried; after this many seconds it exits without one "
+        "(Kubernetes kills a pod 30 s after SIGTERM by default).")
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +145,9 @@ class DistributedSettings(_Strict):
     gpus: int = Field(1, ge=1, description="Processes (GPUs) per node; > 1 launches torchrun inside the pod.")
     nodes: int = Field(1, ge=1, description="Nodes; > 1 hands the step to Kubeflow Trainer (TrainJob) with `gpus` "
                        "processes on each node (output_dir must then be an s3:// URI).")
+    multinode: Literal["trainjob", "pytorchjob"] = Field(
+        "trainjob", description="What runs a multi-node step: a Kubeflow Trainer v2 `TrainJob` or a Training "
+        "Operator v1 `PyTorchJob`.")
     deepspeed: Literal["none", "zero2", "zero2_offload", "zero3", "zero3_offload"] = Field(
         "none", description="DeepSpeed ZeRO preset for multi-GPU runs.")
 
@@ -160,6 +174,8 @@ class _Stage(_Strict):
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model repo (off by default).")
     tracking: bool = Field(True, description="Log to MLflow (MLFLOW_TRACKING_URI, else sqlite under the work dir).")
     run_name: str | None = Field(None, description="MLflow run name; default: the stage name.")
+    reuse: bool = Field(True, description="Reuse the published output of an earlier run with the same content key "
+                        "(resolved config, input digests, alignpipe version) instead of training; false forces a re-run.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,6 +211,10 @@ class SFTConfig(_Stage):
         if self.loss == "asft" and self.lora is not None:
             raise ValueError("loss=asft keeps a frozen copy of the initial model and is not combined with LoRA "
                              "(set lora: null, or use loss: dft)")
+        if self.loss == "asft" and self.distributed.deepspeed.startswith("zero3"):
+            raise ValueError(f"loss=asft is not combined with deepspeed {self.distributed.deepspeed}: its frozen "
+                             "reference copy is a full, unsharded model on every rank (use deepspeed: zero2 or none, "
+                             "or loss: dft)")
         return self
 
 
@@ -348,6 +368,11 @@ class RLConfig(_Stage):
                 "set engine: alignpipe to run PPO (critic + GAE) on alignpipe's engine")
         if self.engine == "alignpipe":
             self._check_engine()
+        self._check_unused()
+        if self.generation.temperature < MIN_SAMPLING_TEMPERATURE:
+            raise ValueError(f"generation.temperature {self.generation.temperature} is too low for RL, which samples "
+                             f"several completions per prompt (they would all be the same, and HF generate refuses "
+                             f"a temperature near 0 when sampling): set it >= {MIN_SAMPLING_TEMPERATURE} (e.g. 0.7-1.0)")
         if not self.rewards:
             raise ValueError("rewards is empty (add at least one, e.g. rewards: [{name: exact_match}])")
         names = [r.name for r in self.rewards]
@@ -362,6 +387,25 @@ class RLConfig(_Stage):
                     f"grpo.num_generations ({self.grpo.num_generations}) (e.g. batch_size: "
                     f"{self.grpo.num_generations * max(1, gen_batch // self.grpo.num_generations)})")
         return self
+
+    def _check_unused(self) -> None:
+        """Refuse a setting the chosen algorithm and engine do not read (a non-default value there would be silently
+        ignored): grpo.loss_type / scale_rewards on rloo, grpo.* on expert_iteration, expert_iteration.* on the
+        group algorithms, engine_settings.* on engine: trl, and on engine: alignpipe every grpo.* but the group size."""
+        grpo_used = {("trl", "grpo"): set(GRPOSettings.model_fields),
+                     ("trl", "rloo"): {"num_generations", "beta", "epsilon", "num_iterations"},
+                     ("trl", "expert_iteration"): set()}.get((self.engine, self.algorithm), {"num_generations", "beta"})
+        sections = [("grpo", set(GRPOSettings.model_fields) - grpo_used)]
+        if self.algorithm != "expert_iteration":
+            sections.append(("expert_iteration", set(ExpertIterationSettings.model_fields)))
+        if self.engine != "alignpipe":
+            sections.append(("engine_settings", set(RLEngineSettings.model_fields)))
+        unused = [f"{section}.{name}" for section, names in sections for name in sorted(names)
+                  if getattr(getattr(self, section), name)
+                  != type(getattr(self, section)).model_fields[name].get_default(call_default_factory=True)]
+        if unused:
+            raise ValueError(f"algorithm {self.algorithm} (engine {self.engine}) does not use {', '.join(unused)}: "
+                             "remove the setting (it would be silently ignored), or choose an algorithm that reads it")
 
     def _check_engine(self) -> None:
         """engine: alignpipe — settings that fit together. Plug-in names (advantage, loss, kl.estimator) live in
@@ -461,6 +505,9 @@ class EvaluateConfig(_Strict):
     def _check_eval(self) -> "EvaluateConfig":
         import re
 
+        if self.k > 1 and self.temperature < MIN_SAMPLING_TEMPERATURE:
+            raise ValueError(f"temperature {self.temperature} is too low for k={self.k} samples per prompt (they "
+                             f"would all be the same): set it >= {MIN_SAMPLING_TEMPERATURE}, or k: 1 (greedy only)")
         if self.n is not None and self.n < self.k:
             raise ValueError(f"n ({self.n}) must be >= k ({self.k}): pass@k needs at least k samples per prompt "
                              f"(set n: {self.k} or more, or unset n)")

@@ -213,6 +213,17 @@ class Settings:
         "step resumes). Pipeline pods use `/cache/checkpoints`; local runs `<workdir>/checkpoints`.",
         factory=lambda: Path(tempfile.gettempdir()) / "alignpipe-checkpoints", parse=_path,
         readers=("alignpipe.stages.common",), default_doc="`<tmp>/alignpipe-checkpoints`", group="local")
+    state_uri: str | None = _var(
+        "ALIGNPIPE_STATE_URI", "Object-store folder (local path or s3:// URI) where training stages publish their "
+        "checkpoints (`checkpoints/<run identity>/<content key>/checkpoint-N/`, manifest last) and the reuse index "
+        "(`reuse/<stage>/<content key>.json`); a retried step in a new pod resumes from here. Pipeline pods need "
+        "an s3:// URI (their /cache is per pod).", readers=("alignpipe.checkpoints", "alignpipe.reuse"),
+        default_doc="`<ALIGNPIPE_ARTIFACT_ROOT>/alignpipe-state` if that is set, else `<ALIGNPIPE_CHECKPOINT_DIR>/state`",
+        group="local")
+    force_rerun: bool = _var(
+        "ALIGNPIPE_FORCE_RERUN", "1: training stages never reuse a published output with the same content key "
+        "(same as the stage config's `reuse: false`).", default=False, parse=_bool, readers=("alignpipe.reuse",),
+        group="local")
     progress: bool = _var(
         "ALIGNPIPE_PROGRESS", "Show training progress bars (0 hides them, e.g. in CI logs).", default=True,
         parse=_bool, readers=("alignpipe.stages.common", "alignpipe.distributed"), group="local")

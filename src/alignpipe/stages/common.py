@@ -45,7 +45,7 @@ def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_nam
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
-        save_total_limit=2,
+        save_total_limit=t.save_total_limit,
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,

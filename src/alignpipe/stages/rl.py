@@ -15,7 +15,7 @@ Rewards come from `alignpipe.rewards` by name, with weights; TRL logs each as
 `rewards/<name>/mean` and the weighted sum as `reward`.
 
 Adding an algorithm: write `_run_<name>(cfg, model, tokenizer, train, reward_funcs, weights, tracker,
-run_name) -> (trainer, metrics, history)` below, add the name to `RLConfig.algorithm`, and register it in `ALGORITHMS`.
+run_name, ckpt) -> (trainer, metrics, history)` below (`ckpt`: the stage's `alignpipe.checkpoints.Checkpoints`), add the name to `RLConfig.algorithm`, and register it in `ALGORITHMS`.
 """
 
 from __future__ import annotations
@@ -23,18 +23,17 @@ from __future__ import annotations
 import math
 import random
 
-from alignpipe import models, rewards, tracking
+from alignpipe import checkpoints, models, reuse, rewards, tracking
 from alignpipe.distributed import save_trained_model
 from alignpipe.config import RLConfig
 from alignpipe.models.generate import vllm_usable
 from alignpipe import sampling
-from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
+from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, load_data,
                                      log_history_summary, published_output, trainer_kwargs)
 
 
-def _group_args(cfg: RLConfig, tr, run_name: str) -> dict:
-    args = trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-{cfg.algorithm}", cfg.output_dir)), tr.enabled,
-                          run_name, cfg.distributed)
+def _group_args(cfg: RLConfig, tr, run_name: str, ckpt) -> dict:
+    args = trainer_kwargs(cfg.training, str(ckpt.local_dir), tr.enabled, run_name, cfg.distributed)
     args.update(
         num_generations=cfg.grpo.num_generations,
         max_completion_length=cfg.generation.max_new_tokens,
@@ -49,6 +48,15 @@ def _group_args(cfg: RLConfig, tr, run_name: str) -> dict:
     return args
 
 
+def policy_device() -> str:
+    """Where a policy that alignpipe moves itself runs: this rank's GPU (`cuda:LOCAL_RANK`), else the CPU."""
+    import torch
+
+    from alignpipe.base import local_device
+
+    return local_device(torch.cuda.is_available())
+
+
 def _summary(history: list[dict]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for key in ["reward"] + sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}):
@@ -59,8 +67,8 @@ def _summary(history: list[dict]) -> dict[str, float]:
     return metrics
 
 
-def _run_trl(trainer_cls, config_cls, extra: dict, cfg, model, tokenizer, train, funcs, weights, tr, run_name):
-    args = config_cls(**_group_args(cfg, tr, run_name), reward_weights=weights, **extra)
+def _run_trl(trainer_cls, config_cls, extra: dict, cfg, model, tokenizer, train, funcs, weights, tr, run_name, ckpt):
+    args = config_cls(**_group_args(cfg, tr, run_name, ckpt), reward_weights=weights, **extra)
     from alignpipe.sampling.trl import INDEX_COLUMN, sampling_trainer
 
     smp = sampling.from_dataset(cfg.sampler, train, seed=cfg.training.seed)
@@ -68,27 +76,27 @@ def _run_trl(trainer_cls, config_cls, extra: dict, cfg, model, tokenizer, train,
     trainer = sampling_trainer(trainer_cls, smp)(model=model, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=tokenizer,
                           peft_config=models.lora_config(cfg.lora) if cfg.lora else None)
-    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoint_dir(f"rl-{cfg.algorithm}", cfg.output_dir)))
+    trainer.train(resume_from_checkpoint=ckpt.attach(trainer, tr))
     history = trainer.state.log_history
     metrics = {"train/steps": float(trainer.state.global_step), **_summary(history)}
     return trainer, metrics, history
 
 
-def _run_grpo(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+def _run_grpo(cfg, model, tokenizer, train, funcs, weights, tr, run_name, ckpt):
     from trl import GRPOConfig, GRPOTrainer
 
     extra = dict(loss_type=cfg.grpo.loss_type, epsilon=cfg.grpo.epsilon, scale_rewards=cfg.grpo.scale_rewards)
-    return _run_trl(GRPOTrainer, GRPOConfig, extra, cfg, model, tokenizer, train, funcs, weights, tr, run_name)
+    return _run_trl(GRPOTrainer, GRPOConfig, extra, cfg, model, tokenizer, train, funcs, weights, tr, run_name, ckpt)
 
 
-def _run_rloo(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+def _run_rloo(cfg, model, tokenizer, train, funcs, weights, tr, run_name, ckpt):
     from trl import RLOOConfig, RLOOTrainer
 
     return _run_trl(RLOOTrainer, RLOOConfig, dict(epsilon=cfg.grpo.epsilon), cfg, model, tokenizer, train, funcs,
-                    weights, tr, run_name)
+                    weights, tr, run_name, ckpt)
 
 
-def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_name, ckpt=None):
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
@@ -102,6 +110,12 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
     metrics: dict[str, float] = {}
     steps = 0
     trainer = None
+    # Round 0 samples before any trainer has placed the model: put it on this rank's device first.
+    model = model.to(policy_device())
+    if cfg.lora:  # attached up front, so every round trains the adapters, whichever round first keeps samples
+        from peft import get_peft_model
+
+        model = get_peft_model(model, models.lora_config(cfg.lora))
     for rnd in range(ei.rounds):
         idx = rng.sample(range(len(train)), min(ei.prompts_per_round, len(train)))
         batch = train.select(idx)
@@ -127,11 +141,13 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
         if kept:
             args = TRLSFTConfig(**{**trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-ei-{rnd}", cfg.output_dir)),
                                                    tr.enabled, f"{run_name}-round{rnd}", cfg.distributed),
-                                   "max_steps": ei.sft_steps_per_round, "save_strategy": "no"},
+                                   "max_steps": ei.sft_steps_per_round, "save_strategy": "no",
+                                   # warm-up scales with the round, not with training.max_steps (3% by default)
+                                   "warmup_steps": (cfg.training.warmup_steps or 0) * ei.sft_steps_per_round
+                                   // max(1, cfg.training.max_steps)},
                                 completion_only_loss=True, max_length=1024)
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept),
-                                 processing_class=tokenizer,
-                                 peft_config=models.lora_config(cfg.lora) if cfg.lora and rnd == 0 else None)
+                                 processing_class=tokenizer)
             trainer.train()
             model = trainer.model
             steps += trainer.state.global_step
@@ -146,7 +162,7 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
     return trainer, metrics, history
 
 
-def _run_alignpipe(cfg, model, tokenizer, train, funcs, weights, tr, run_name):
+def _run_alignpipe(cfg, model, tokenizer, train, funcs, weights, tr, run_name, ckpt=None):
     """alignpipe's own engine (`alignpipe.rl`): returns its result as the `trainer` (it has `.model`)."""
     from alignpipe import rl
 
@@ -184,15 +200,19 @@ def check(cfg: RLConfig) -> None:
 def run(cfg: RLConfig) -> StageResult:
     check(cfg)
     train, report = load_data(cfg.train_data, "prompts")
+    step = reuse.Step("rl", cfg, train_data=report.digest)
+    if (reused := step.reused()) is not None:
+        return reused
     reward_model_path = models.resolve(cfg.reward_model) if cfg.reward_model else None
     funcs, weights = rewards.build(cfg.rewards, reward_model_path=reward_model_path)
     model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision, train=True)
     run_name = cfg.run_name or (f"rl-{cfg.algorithm}" if cfg.engine == "trl" else f"rl-{cfg.algorithm}-alignpipe")
+    ckpt = checkpoints.Checkpoints("rl", cfg, step.key)
     with Timer() as timer, tracking.stage_run("rl", cfg, cfg.tracking, run_name) as tr, \
             published_output(cfg.output_dir) as out_dir:
         tr.log_input(cfg.train_data, report.digest, "train")
         algo = _run_alignpipe if cfg.engine == "alignpipe" else ALGORITHMS[cfg.algorithm]
-        trainer, metrics, history = algo(cfg, model, tokenizer, train, funcs, weights, tr, run_name)
+        trainer, metrics, history = algo(cfg, model, tokenizer, train, funcs, weights, tr, run_name, ckpt)
         if (smp := getattr(trainer, "sampler", None)) is not None:  # the pass-rate store, published with the model
             smp.save(out_dir / sampling.STATE_FILE)
             metrics.update({f"train/{k}": v for k, v in smp.metrics().items()})
@@ -204,4 +224,7 @@ def run(cfg: RLConfig) -> StageResult:
     lineage = base_lineage("rl", cfg, algorithm=cfg.algorithm, engine=cfg.engine, train_data=cfg.train_data, train_digest=report.digest,
                            reward_model=cfg.reward_model, rewards=",".join(f"{r.name}:{r.weight}" for r in cfg.rewards),
                            mlflow_run_id=tr.run_id)
-    return StageResult("rl", cfg.output_dir, metrics, lineage, history, timer.seconds)
+    result = StageResult("rl", cfg.output_dir, metrics, lineage, history, timer.seconds)
+    step.record(result)
+    ckpt.clear()
+    return result

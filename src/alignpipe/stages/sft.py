@@ -9,11 +9,11 @@ import copy
 import torch
 from transformers import TrainerCallback
 
-from alignpipe import models, tracking
+from alignpipe import checkpoints, models, reuse, tracking
 from alignpipe.distributed import save_trained_model
 from alignpipe.config import SFTConfig
-from alignpipe.stages.common import (StageResult, Timer, base_lineage, checkpoint_dir, last_checkpoint, load_data,
-                                     log_history_summary, published_output, trainer_kwargs)
+from alignpipe.stages.common import (StageResult, Timer, base_lineage, load_data, log_history_summary,
+                                     published_output, trainer_kwargs)
 
 
 def _trl():
@@ -39,11 +39,20 @@ class AnchoredSFTTrainerMixin:
         logp = logits.log_softmax(-1)
         tok_logp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         dft = -tok_logp * tok_logp.detach().exp()
+        ref_param = next(self.ref_model.parameters())
+        if ref_param.device != logits.device:  # DeepSpeed (ZeRO-2) places the policy only when training starts
+            self.ref_model.to(logits.device)
         with torch.no_grad():
             ref_logp = self.ref_model(**fwd).logits[:, :-1].float().log_softmax(-1)
         kl = (logp.exp() * (logp - ref_logp)).sum(-1)
         denom = mask.sum().clamp(min=1)
-        loss = ((dft + self.kl_coef * kl) * mask).sum() / denom
+        # Normalised like TRL's nll/dft: by the trained tokens of the whole optimizer step (every accumulated
+        # micro-batch, every rank: `num_items_in_batch`). Transformers then leaves gradient accumulation to the
+        # loss; dividing by this micro-batch's own count made the loss and gradients N x too large with N steps.
+        num_tokens = denom if num_items_in_batch is None else torch.as_tensor(num_items_in_batch).to(denom)
+        loss = ((dft + self.kl_coef * kl) * mask).sum() / num_tokens.clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks
         mode = "train" if model.training else "eval"
         self._metrics[mode]["kl_to_initial"].append(((kl * mask).sum() / denom).item())
         self._metrics[mode]["mean_token_accuracy"].append(
@@ -61,11 +70,16 @@ class AccuracyProbe(TrainerCallback):
 
     def accuracy(self, model) -> float:
         from alignpipe.models.generate import HFGenerator
-        from alignpipe.rewards import get
 
         outs = HFGenerator(model, self.tokenizer, batch_size=256).generate(
             self.prompts, n=1, temperature=0.0, max_new_tokens=self.max_new_tokens)
-        scores = get("exact_match")(prompts=self.prompts, completions=[o[0] for o in outs], answer=self.answers)
+        return self.score([o[0] for o in outs])
+
+    def score(self, completions: list) -> float:
+        """Share of `completions` whose final answer matches the reference's final answer (exact_match)."""
+        from alignpipe.rewards import get
+
+        scores = get("exact_match")(prompts=self.prompts, completions=completions, answer=self.answers)
         return sum(s or 0.0 for s in scores) / len(scores)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -81,9 +95,13 @@ def _probe(cfg: SFTConfig, dataset, tokenizer) -> AccuracyProbe:
     if "completion" not in dataset.column_names:
         raise ValueError(f"{cfg.train_data}: stop_at_accuracy needs prompt/completion rows "
                          "(set stop_at_accuracy: null for messages data)")
+    from alignpipe.rewards import completion_text, extract_answer
+
     rows = dataset.select(range(min(cfg.accuracy_probe_size, len(dataset))))
-    answers = [c[-1]["content"] if isinstance(c, list) else c for c in rows["completion"]]
-    max_new = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers) + 2
+    references = [c[-1]["content"] if isinstance(c, list) else c for c in rows["completion"]]
+    # the reference's final answer (`<answer>`, `\boxed{}`, else the text), as exact_match extracts the model's
+    answers = [extract_answer(completion_text(r)) for r in references]
+    max_new = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references) + 2
     return AccuracyProbe(list(rows["prompt"]), answers, tokenizer, cfg.stop_at_accuracy,
                          cfg.accuracy_probe_every, max_new)
 
@@ -92,16 +110,19 @@ def run(cfg: SFTConfig) -> StageResult:
     TRLSFTConfig, SFTTrainer = _trl()
     train, report = load_data(cfg.train_data, "sft")
     evald, eval_report = load_data(cfg.eval_data, "sft") if cfg.eval_data else (None, None)
+    step = reuse.Step("sft", cfg, train_data=report.digest, eval_data=eval_report.digest if eval_report else None)
+    if (reused := step.reused()) is not None:
+        return reused
     model, tokenizer = models.load_policy(cfg.model, cfg.trust_remote_code, cfg.training.precision, train=True)
     is_messages = "messages" in train.column_names
     run_name = cfg.run_name or "sft"
-    ckpt = checkpoint_dir("sft", cfg.output_dir)
+    ckpt = checkpoints.Checkpoints("sft", cfg, step.key)
 
     with Timer() as timer, tracking.stage_run("sft", cfg, cfg.tracking, run_name) as tr, \
             published_output(cfg.output_dir) as out_dir:
         tr.log_input(cfg.train_data, report.digest, "train")
         args = TRLSFTConfig(
-            **trainer_kwargs(cfg.training, str(ckpt), tr.enabled, run_name, cfg.distributed),
+            **trainer_kwargs(cfg.training, str(ckpt.local_dir), tr.enabled, run_name, cfg.distributed),
             max_length=cfg.max_length,
             packing=cfg.packing,
             assistant_only_loss=cfg.assistant_only_loss and is_messages,
@@ -124,7 +145,7 @@ def run(cfg: SFTConfig) -> StageResult:
         if cfg.loss == "asft":
             trainer.ref_model = copy.deepcopy(trainer.model).eval().requires_grad_(False)
             trainer.kl_coef = cfg.asft_kl_coef
-        trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
+        trainer.train(resume_from_checkpoint=ckpt.attach(trainer, tr))
         history = trainer.state.log_history
         metrics: dict[str, float] = {"train/steps": float(trainer.state.global_step)}
         loss = log_history_summary(history, "loss")
@@ -138,4 +159,7 @@ def run(cfg: SFTConfig) -> StageResult:
         save_trained_model(trainer, tokenizer, out_dir)
     lineage = base_lineage("sft", cfg, train_data=cfg.train_data, train_digest=report.digest,
                            eval_digest=eval_report.digest if eval_report else None, mlflow_run_id=tr.run_id)
-    return StageResult("sft", cfg.output_dir, metrics, lineage, history, timer.seconds)
+    result = StageResult("sft", cfg.output_dir, metrics, lineage, history, timer.seconds)
+    step.record(result)
+    ckpt.clear()
+    return result

@@ -71,7 +71,7 @@ Modules (each does one thing; everything public is re-exported here, use ``stora
 - ``localfs``: local atomic writes/renames with fsync, folder scans.
 - ``publish``: the protocol — :func:`publish_dir`, :func:`read_manifest`, :func:`download_dir`, :func:`fetch`.
 - ``objects``: single files — :func:`fetch_file`, :func:`upload_file`, :func:`download_file`,
-  :func:`exists`, :func:`list_uris`, ``read_*`` / ``write_*``.
+  :func:`exists`, :func:`list_uris`, ``read_*`` / ``write_*``; :func:`delete_dir` (manifest first).
 
 This package imports nothing from alignpipe but :mod:`alignpipe.base`, and botocore only when S3 is used.
 """
@@ -82,6 +82,7 @@ from .errors import StorageError
 from .faults import is_transient
 from .manifest import MANIFEST_FORMAT, MANIFEST_NAME, Manifest, ManifestFile
 from .objects import (
+    delete_dir,
     download_file,
     exists,
     fetch_file,
@@ -107,6 +108,7 @@ __all__ = [
     "StorageError",
     "cache_dir",
     "default_pipeline_root",
+    "delete_dir",
     "download_dir",
     "download_file",
     "exists",

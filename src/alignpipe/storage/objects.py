@@ -146,3 +146,27 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text(uri: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     write_bytes(uri, text.encode(encoding))
+
+
+def delete_dir(uri: str | os.PathLike[str]) -> None:
+    """Delete the folder ``uri`` (a local directory or every object under an s3 prefix). A published folder
+    loses its ``MANIFEST.json`` first, so a reader racing the delete sees an unpublished folder, never a
+    published one with files missing. Nothing there is not an error."""
+    from .manifest import MANIFEST_NAME
+
+    if not is_remote(uri):
+        p = to_path(uri)
+        (p / MANIFEST_NAME).unlink(missing_ok=True)
+        shutil.rmtree(p, ignore_errors=True)
+        return
+    bucket, key = split_uri(str(uri))
+    if not key:
+        raise StorageError(f"{uri}: refusing to delete a whole bucket — give a prefix")
+    s3 = S3()
+    base = f"{key}/"
+    keys = list(s3.list(bucket, base))
+    if base + MANIFEST_NAME in keys:
+        s3.delete_keys(bucket, [base + MANIFEST_NAME])
+        keys.remove(base + MANIFEST_NAME)
+    if keys:
+        s3.delete_keys(bucket, keys)
