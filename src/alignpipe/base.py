@@ -76,6 +76,13 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def local_device(cuda: bool) -> str:
+    """This process's device: `cuda:LOCAL_RANK` when a GPU is present (under torchrun each rank has its own;
+    a bare `cuda` would put every rank on GPU 0), else `cpu`. The caller says whether CUDA is available, so
+    this module needs no torch."""
+    return f"cuda:{local_rank()}" if cuda else "cpu"
+
+
 def barrier() -> None:
     """Wait for every rank (no-op unless a process group is up). Rank 0 calls it before publishing, so
     that a step whose peer failed publishes nothing: torchrun stops the waiting rank instead."""

@@ -114,3 +114,17 @@ def test_max_length_keeps_the_last_tokens(tiny_rm):
         expected = model(input_ids=torch.tensor([ids])).logits[0, 0].item()
     got = reward_model_reward(model, tokenizer=tokenizer, max_length=5)(PROMPTS_PLAIN[1:2], COMPLETIONS_PLAIN[1:2])
     assert got == pytest.approx([expected], abs=1e-5)
+
+
+def test_reward_model_defaults_to_the_ranks_local_device(monkeypatch):
+    # §4.9: under torchrun each rank scores on its own GPU (cuda:LOCAL_RANK), not all on cuda:0. No GPU here:
+    # torch.cuda.is_available is a MOCK (monkeypatched to True); only the device choice is checked.
+    from alignpipe.base import local_device
+    from alignpipe.rewards import reward_model as rm
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert local_device(cuda=True) == "cuda:3" and local_device(cuda=False) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # mock: pretend a GPU is present
+    assert rm.default_device() == "cuda:3"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert rm.default_device() == "cuda:0"

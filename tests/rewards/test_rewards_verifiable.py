@@ -180,3 +180,34 @@ def test_format_custom_pattern_and_modes():
     with pytest.raises(ValueError, match="not a valid regular expression"):
         format_reward(["p"], ["x"], pattern="(unclosed")
     assert "<think>" in THINK_ANSWER
+
+
+# ---------------------------------------------------------------- review fixes (issue 9 §4)
+
+
+def test_huge_exponent_cannot_hang_a_reward():
+    # §4.6: Fraction("1e999999999") computes 10**999999999; exponents are capped (in a subprocess, so that the
+    # unfixed code fails on the timeout instead of hanging the suite)
+    import subprocess
+    import sys
+
+    code = ("from alignpipe.rewards.text import as_number, answers_match\n"
+            "from alignpipe.rewards import exact_match_reward\n"
+            "assert as_number('1e999999999') is None and as_number('-2.5E-999999999') is None\n"
+            "assert as_number('1e3') == 1000 and as_number('2.5e-3') * 400 == 1\n"
+            "assert exact_match_reward([''], ['1e999999999'], answer=['1']) == [0.0]\n"
+            "assert answers_match('1e999999999', '1e999999999')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_latex_fractions_are_numbers():
+    # §4.5: "\frac12" and "0.5" are one answer for exact_match and for maj@k's vote
+    from alignpipe.evaluation.metrics import canonical_answer
+    from alignpipe.rewards.text import answers_match, as_number
+
+    assert as_number("\\frac12") == as_number("\\frac{1}{2}") == as_number("\\dfrac{2}{4}") == as_number("0.5")
+    assert as_number("-\\tfrac{3}{4}") == as_number("-0.75")
+    assert answers_match("\\frac{1}{2}", "0.5") and not answers_match("\\frac{1}{3}", "0.5")
+    assert canonical_answer("\\boxed{\\frac12}") == canonical_answer("<answer>0.5</answer>") == "1/2"
+    assert canonical_answer("\\boxed{\\frac{x}{2}}") == "\\frac{x}{2}"  # not a number: compared as text

@@ -82,3 +82,81 @@ def test_lm_eval_task_that_would_download_fails_before_any_model_runs(demo_data,
     with pytest.raises(LmEvalError, match="would download dataset_path 'openai/gsm8k'"):
         evaluate.run(cfg)
     assert not (tmp_path / "e.json").exists()
+
+
+# ---------------------------------------------------------------- review fixes (issue 9 §4)
+
+
+class AnswerKeyGenerator:
+    """A stand-in generator (a test double, not a model): answers each prompt with a fixed text."""
+
+    def __init__(self, answers: dict, tokenizer):
+        self.answers, self.tokenizer = answers, tokenizer
+
+    def generate(self, prompts, n=1, **kwargs):
+        return [[self.answers[p]] * n for p in prompts]
+
+
+def test_accuracy_judges_each_row_by_the_rewards_that_apply():
+    # §4.4: a row is correct when every reward that applies to it says so; rows no reward applies to are skipped
+    # and counted (the threshold was the sum of all positive weights, so rows with a null reference never counted)
+    from datasets import Dataset
+
+    from alignpipe import models, rewards
+
+    rows = [{"prompt": "a", "answer": "4", "label": None}, {"prompt": "b", "answer": None, "label": "yes"},
+            {"prompt": "c", "answer": None, "label": None}, {"prompt": "d", "answer": "7", "label": "no"}]
+    gen = AnswerKeyGenerator({"a": "4", "b": "yes", "c": "x", "d": "7"}, models.load_tokenizer("tiny"))
+    funcs, weights = rewards.build([{"name": "exact_match"}, {"name": "label"}])
+    cfg = EvaluateConfig(models={"m": "tiny"}, data="x", output="y", k=2, bootstrap_resamples=0, kl=False)
+    ev = evaluate.evaluate_model(gen, Dataset.from_list(rows), funcs, weights, cfg)
+    m = ev.metrics()
+    assert m["accuracy"] == pytest.approx(2 / 3)  # a, b right; d: the label is wrong; c skipped
+    assert m["skipped"] == 1.0 and m["n"] == 4.0
+    assert m["pass@2"] == pytest.approx(2 / 3) and m["maj@2"] == pytest.approx(2 / 3)
+
+
+def test_each_models_generator_is_released_before_the_next_loads(demo_data, tmp_path, monkeypatch):
+    # §4.10: base + SFT + RL must fit: the previous model's generator (a vLLM engine on a GPU) is released before
+    # the next one is built. Checked here on the HF backend with a spy around the real make_generator.
+    import gc
+    import weakref
+
+    made: list = []
+
+    def spy(*args, **kwargs):
+        gc.collect()
+        alive = [i for i, ref in enumerate(made) if ref() is not None]
+        assert not alive, f"generators {alive} still alive when the next model loads"
+        generator = real(*args, **kwargs)
+        made.append(weakref.ref(generator))
+        return generator
+
+    real = evaluate.make_generator
+    monkeypatch.setattr(evaluate, "make_generator", spy)
+    cfg = EvaluateConfig(models={"a": "tiny", "b": "tiny:1", "c": "tiny:2"}, data=demo_data["eval"],
+                         output=str(tmp_path / "e.json"), max_new_tokens=2, limit=4, tracking=False,
+                         bootstrap_resamples=0, kl=False)
+    evaluate.run(cfg)
+    assert len(made) == 3
+
+
+def test_release_shuts_a_vllm_engine_down():
+    # §4.10 without a GPU: FakeEngineCore and FakeLLM are MOCKS of vLLM's LLM (no vLLM here); the check is
+    # that release shuts the engine core down and drops the generator's reference to it.
+    class FakeEngineCore:
+        stopped = False
+
+        def shutdown(self):
+            FakeEngineCore.stopped = True
+
+    class FakeLLM:
+        def __init__(self):
+            self.llm_engine = type("Engine", (), {"engine_core": FakeEngineCore()})()
+
+    class Gen:
+        llm = FakeLLM()
+
+    gen = Gen()
+    evaluate.release(gen)
+    assert FakeEngineCore.stopped and gen.llm is None

@@ -104,3 +104,30 @@ def test_gate_on_a_delta_with_its_ci(tracking_db, sft_model):
 def test_gate_on_ci_low_without_intervals_is_a_clear_error(tracking_db, sft_model):
     with pytest.raises(register.RegistrationError, match="no confidence interval for 'accuracy'"):
         _register(sft_model, _metrics(tracking_db / "m.json", 0.9), gate_on="ci_low")
+
+
+# ---------------------------------------------------------------- review fixes (issue 9 §4)
+
+
+def _eval_metrics(path, acc, digest="d1", k=4, **extra):
+    path.write_text(json.dumps({"data_digest": digest, "k": k,
+                                "models": {"rl": {"accuracy": acc, "pass@4": acc + 0.1, **extra}}}))
+    return str(path)
+
+
+def test_gate_compares_only_like_with_like(tracking_db, sft_model):
+    # §4.13: a champion is beaten only on the same eval data (digest) and k, by the same gate metric;
+    # otherwise the new version becomes challenger with the reason
+    first = _register(sft_model, _eval_metrics(tracking_db / "a.json", 0.5), model_name="like")
+    assert first.lineage["alias"] == "champion"
+    other_data = _register(sft_model, _eval_metrics(tracking_db / "b.json", 0.9, digest="d2"), model_name="like")
+    assert other_data.lineage["alias"] == "challenger"
+    assert "eval data" in other_data.lineage["reason"] and "champion v1" in other_data.lineage["reason"]
+    other_k = _register(sft_model, _eval_metrics(tracking_db / "c.json", 0.9, k=8), model_name="like")
+    assert other_k.lineage["alias"] == "challenger" and "k=8" in other_k.lineage["reason"]
+    # the champion carries no pass@4 gate value: no comparison is possible, so no promotion
+    other_metric = _register(sft_model, _eval_metrics(tracking_db / "d.json", 0.9), model_name="like",
+                             gate_metric="pass@4")
+    assert other_metric.lineage["alias"] == "challenger" and "pass@4" in other_metric.lineage["reason"]
+    same = _register(sft_model, _eval_metrics(tracking_db / "e.json", 0.9), model_name="like")
+    assert same.lineage["alias"] == "champion" and "beats champion v1" in same.lineage["reason"]

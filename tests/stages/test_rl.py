@@ -43,7 +43,7 @@ def test_grpo_with_kl_and_reward_model(demo_data, sft_model, tmp_path):
 
 
 def test_expert_iteration_keeps_verified_samples_and_improves(demo_data, sft_model, tmp_path):
-    cfg = _cfg(demo_data, sft_model, tmp_path / "ei", algorithm="expert_iteration",
+    cfg = _cfg(demo_data, sft_model, tmp_path / "ei", algorithm="expert_iteration", grpo={},
                expert_iteration=dict(rounds=3, samples_per_prompt=4, prompts_per_round=128, sft_steps_per_round=15),
                training=dict(learning_rate=5e-4, batch_size=32, logging_steps=5, warmup_steps=0))
     result = rl.run(cfg)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from alignpipe.base import local_device
+
 from .text import completion_text
+
+
+def default_device() -> str:
+    """Where a reward model loaded from a directory runs: this rank's GPU (`cuda:LOCAL_RANK`), else the CPU."""
+    import torch
+
+    return local_device(torch.cuda.is_available())
 
 
 def reward_model_reward(
@@ -23,7 +32,8 @@ def reward_model_reward(
     conversational prompts -> the tokenizer's chat template over prompt + completion messages; plain
     prompts -> prompt + completion text + EOS. Scores are the raw scalar logits (no grad, eval mode),
     in batches of `batch_size`; inputs longer than `max_length` tokens keep their last tokens.
-    `device` defaults to the model's device (a loaded model) or cuda when available.
+    `device` defaults to the model's device (a loaded model) or this rank's GPU when available
+    (`default_device()`: `cuda:LOCAL_RANK` under torchrun).
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -36,7 +46,7 @@ def reward_model_reward(
             raise ValueError(f"reward model {path!r} is not a directory (give the reward-model stage's output folder)")
         model = AutoModelForSequenceClassification.from_pretrained(path)
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
     else:
         model = model_dir_or_model
         if tokenizer is None:

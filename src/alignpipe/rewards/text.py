@@ -10,6 +10,12 @@ _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _SPACES = re.compile(r"\s+")
 _LEADING_ZERO = re.compile(r"^[+-]?0\d")
+_EXPONENT = re.compile(r"e([+-]?\d+)$", re.IGNORECASE)
+#: Largest exponent magnitude read as a number ("1e999999999" would make Fraction compute 10**999999999 and hang
+#: the reward); beyond it the answer is compared as text.
+MAX_EXPONENT = 1000
+#: `\frac{a}{b}`, `\dfrac`/`\tfrac`, and the brace-less `\frac12` (single digits), with an optional sign.
+_LATEX_FRAC = re.compile(r"^([+-]?)\\[dt]?frac(?:\{\s*([+-]?\d+)\s*\}|(\d))(?:\{\s*([+-]?\d+)\s*\}|(\d))$")
 
 
 def completion_text(completion: Any) -> str:
@@ -72,13 +78,25 @@ def normalize(value: Any) -> str:
 
 
 def as_number(text: str) -> Fraction | None:
-    """`text` as an exact number ("28", "28.0", "-1.5e3", "1/2", "1,000"), or None.
+    """`text` as an exact number ("28", "28.0", "-1.5e3", "1/2", "1,000", "\\frac{1}{2}", "\\frac12"), or None.
 
     A leading zero ("01", "007") makes it text: such answers are digit strings (codes, reversed
-    digits) where "01" != "1"."""
+    digits) where "01" != "1". An exponent beyond +-MAX_EXPONENT makes it text too."""
     text = text.strip()
     if _LEADING_ZERO.match(text):
         return None
+    frac = _LATEX_FRAC.match(text)
+    if frac:
+        sign, num, den = frac.group(1), frac.group(2) or frac.group(3), frac.group(4) or frac.group(5)
+        try:
+            return Fraction(f"{sign}{num}/{den}".replace("+-", "-").replace("--", ""))
+        except (ValueError, ZeroDivisionError):
+            return None
+    exponent = _EXPONENT.search(text)
+    if exponent:
+        digits = exponent.group(1).lstrip("+-").lstrip("0")
+        if len(digits) > len(str(MAX_EXPONENT)) or int(digits or 0) > MAX_EXPONENT:
+            return None
     if _THOUSANDS.match(text):
         text = text.replace(",", "")
     if "_" in text:  # Fraction accepts 1_000; answers don't

@@ -2,8 +2,10 @@
 differences are real.
 
 Per model (each metric is observed per prompt, so every one gets a bootstrap CI over prompts):
-- `accuracy`: share of prompts whose greedy answer gets the full verifiable reward
-  (weighted reward sum >= the sum of the positive weights, i.e. every verifiable reward says "correct");
+- `accuracy`: share of prompts whose greedy answer gets the full verifiable reward of the rewards that
+  apply to it (weighted sum >= the sum of their positive weights: every applicable reward says "correct";
+  a reward returning None, e.g. for a null reference, does not apply); prompts where no reward with a
+  positive weight applies are left out and counted in `skipped`;
 - `reward/<name>`: mean of each verifiable reward on the greedy answers, and `reward/total`;
 - with `k > 1`: `pass@k`, the unbiased estimator from `n >= k` samples per prompt (`n` defaults to k),
   and `maj@k`, majority voting over groups of k samples on canonical answers (the verifier's
@@ -46,8 +48,15 @@ def distinct_n(token_lists: list[list[int]], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def _correct(totals: list[float], full: float) -> list[bool]:
-    return [not math.isnan(t) and t >= full - 1e-9 for t in totals]
+def _correct(scored: dict[str, list[float]], weights: list[float]) -> list[float]:
+    """Per row 1.0 (correct) / 0.0, judged by the rewards that apply to it (value not NaN): correct when their
+    weighted sum reaches the sum of their positive weights. NaN when no reward with a positive weight applies."""
+    columns = [v for k, v in scored.items() if k != "total"]
+    out = []
+    for i, total in enumerate(scored["total"]):
+        full = sum(w for w, values in zip(weights, columns) if w > 0 and not math.isnan(values[i]))
+        out.append(float("nan") if full <= 0 or math.isnan(total) else float(total >= full - 1e-9))
+    return out
 
 
 class ModelEval:
@@ -73,14 +82,14 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
                    greedy_only: bool = False) -> ModelEval:
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
-    full = sum(w for w in weights if w > 0)
     ev = ModelEval()
     pp = ev.per_prompt
     greedy = [o[0] for o in generator.generate(prompts, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
                                                seed=cfg.seed)]
     scored = rewards.score(funcs, weights, prompts, greedy, **columns)
-    correct = _correct(scored["total"], full)
-    pp["accuracy"] = M.Ratio.mean([float(c) for c in correct])
+    correct = _correct(scored, weights)
+    pp["accuracy"] = M.Ratio.mean(correct)
+    ev.corpus["skipped"] = float(sum(math.isnan(c) for c in correct))
     for name, values in scored.items():
         pp[f"reward/{name}"] = M.Ratio.mean([_nan(v) for v in values])
     ev.corpus["n"] = float(len(prompts))
@@ -89,8 +98,8 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
     tok = generator.tokenizer
     lengths = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in greedy]
     pp["response_length"] = M.Ratio.mean(lengths)
-    pp["accuracy_per_1k_tokens"] = M.Ratio([float(c) for c in correct], lengths, scale=1000.0)
-    pp["tokens_to_correct"] = M.Ratio([n * c for n, c in zip(lengths, correct)], [float(c) for c in correct])
+    pp["accuracy_per_1k_tokens"] = M.Ratio(correct, lengths, scale=1000.0)
+    pp["tokens_to_correct"] = M.Ratio([n * c for n, c in zip(lengths, correct)], correct)
     cot = [M.cot_consistency(a, cfg.cot_reasoning_pattern, cfg.cot_answer_pattern) for a in greedy]
     pp["cot_with_reasoning"] = M.Ratio.mean([float(c is not None) for c in cot])
     if any(c is not None for c in cot):
@@ -103,11 +112,16 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
         flat = [s for outs in samples for s in outs]
         flat_cols = {c: [v for v in vals for _ in range(n)] for c, vals in columns.items()}
         flat_prompts = [p for p in prompts for _ in range(n)]
-        flat_correct = _correct(rewards.score(funcs, weights, flat_prompts, flat, **flat_cols)["total"], full)
+        flat_correct = _correct(rewards.score(funcs, weights, flat_prompts, flat, **flat_cols), weights)
         per_prompt = [flat_correct[i * n:(i + 1) * n] for i in range(len(prompts))]
         canon = [[M.canonical_answer(o) for o in outs] for outs in samples]
-        pp[f"pass@{cfg.k}"] = M.Ratio.mean([M.pass_at_k(n, sum(c), cfg.k) for c in per_prompt])
-        pp[f"maj@{cfg.k}"] = M.Ratio.mean([M.maj_at_k(a, c, cfg.k) for a, c in zip(canon, per_prompt)])
+        # a prompt no reward applies to is left out (NaN); a single sample no reward applies to counts as wrong
+        skip = [all(math.isnan(c) for c in cs) for cs in per_prompt]
+        per_prompt = [[c == 1.0 for c in cs] for cs in per_prompt]
+        pp[f"pass@{cfg.k}"] = M.Ratio.mean([math.nan if s else M.pass_at_k(n, sum(c), cfg.k)
+                                            for s, c in zip(skip, per_prompt)])
+        pp[f"maj@{cfg.k}"] = M.Ratio.mean([math.nan if s else M.maj_at_k(a, c, cfg.k)
+                                           for s, a, c in zip(skip, canon, per_prompt)])
         answers_for_diversity = flat
         if cfg.temperature == 1.0:
             ev.samples = samples
@@ -117,7 +131,8 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
     if rm is not None:
         pp["rm_score"] = M.Ratio.mean(rm(prompts=prompts, completions=greedy))
     ev.examples = [{"prompt": completion_text(p) if not isinstance(p, str) else p, "answer": greedy[i],
-                    "reference": columns.get("answer", [None] * len(prompts))[i], "correct": correct[i]}
+                    "reference": columns.get("answer", [None] * len(prompts))[i],
+                   "correct": None if math.isnan(correct[i]) else bool(correct[i])}
                    for i, p in enumerate(prompts[:8])]
     return ev
 
@@ -232,15 +247,17 @@ def run(cfg: EvaluateConfig) -> StageResult:
                 if candidate is None:
                     candidate = _to_device(models.load_policy(uri, trust_remote_code=cfg.trust_remote_code)[0])
                 add_kl(ev, generator, candidate, reference, prompts, cfg)
+                del candidate
             for set_name, (ds, _) in forgetting.items():
                 fev = evaluate_model(generator, ds, funcs, weights, cfg, None, greedy_only=True)
                 ev.per_prompt.update({f"forgetting/{set_name}/{k}": v for k, v in fev.per_prompt.items()})
                 ev.corpus[f"forgetting/{set_name}/n"] = fev.corpus["n"]
+            backend = getattr(generator, "backend", "hf")
+            release(generator)  # free the accelerator before the next model (or lm-eval) loads
+            del generator
             if cfg.lm_eval is not None:
                 from alignpipe.evaluation import harness
 
-                backend = getattr(generator, "backend", "hf")
-                del generator  # free the accelerator before lm-eval loads the model again
                 lm_flat, lm_docs = harness.run_model(models.resolve(uri), cfg.lm_eval, backend,
                                                      cfg.trust_remote_code, cfg.seed)
                 ev.per_prompt.update({k: M.Ratio.mean(v) for k, v in lm_docs.items()})
@@ -252,7 +269,7 @@ def run(cfg: EvaluateConfig) -> StageResult:
         delta = deltas(observed, cfg, baseline)
         flat = flat_metrics(results, ci, delta)
         tr.log_metrics({f"eval/{k}": v for k, v in flat.items() if ("_ci_" in k or "/delta_vs_" in k) and _finite(v)})
-        payload = {"data": cfg.data, "data_digest": report.digest, "baseline": baseline,
+        payload = {"data": cfg.data, "data_digest": report.digest, "k": cfg.k, "baseline": baseline,
                    "confidence": cfg.confidence, "bootstrap_resamples": cfg.bootstrap_resamples,
                    "models": results, "ci": ci, "deltas": delta, "examples": examples,
                    "model_uris": dict(cfg.models),
@@ -267,6 +284,34 @@ def run(cfg: EvaluateConfig) -> StageResult:
     lineage = base_lineage("evaluate", cfg, data=cfg.data, data_digest=report.digest, mlflow_run_id=tr.run_id,
                            parent_model=None)
     return StageResult("evaluate", str(out), flat, lineage, [], timer.seconds)
+
+
+def release(generator) -> None:
+    """Free what `generator` holds on the accelerator, so that the next model fits: a vLLM engine (which
+    reserves its `gpu_memory_utilization` share of the GPU until it is shut down) has its engine core shut
+    down and vLLM's process groups destroyed; then garbage is collected and the CUDA cache emptied. The caller
+    drops its own reference afterwards."""
+    import gc
+
+    import torch
+
+    llm = getattr(generator, "llm", None)
+    if llm is not None:
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if callable(getattr(core, "shutdown", None)):
+            core.shutdown()
+        generator.llm = None
+        del llm, core
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+        except ImportError:
+            pass
+        else:
+            destroy_model_parallel()
+            destroy_distributed_environment()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _to_device(model):

@@ -12,6 +12,13 @@
    one when lower is better), compared with the champion's gate value of the same kind. The gate metric
    may be a delta: `delta_vs_<model>/<metric>` (e.g. `delta_vs_base/accuracy` with threshold 0 and
    `gate_on: ci_low`: promote only on an improvement over the base that the CI says is real).
+   Only like is compared with like: the champion must carry a value of the same gate metric (and `gate_on`),
+   measured on the same eval data (digest) with the same `k`; otherwise the new version is `challenger`,
+   with the reason in its `alignpipe.gate_decision` tag. A version is never promoted without a comparison
+   while a champion exists.
+
+Concurrent registrations of one model name are last-writer-wins: the gate reads the champion and sets the
+alias in separate registry calls, so two registrations racing may both read the same champion.
 """
 
 from __future__ import annotations
@@ -47,6 +54,37 @@ def _model_view(data: dict, key: str) -> tuple[dict, dict]:
 
 def _number(v) -> float:
     return float("nan") if v is None else float(v)
+
+
+def _eval_context(cfg: RegisterConfig) -> dict[str, str]:
+    """What the gate value was measured on (`alignpipe.eval_data_digest`, `alignpipe.eval_k` tags): values
+    are compared only between versions whose context is the same."""
+    if not cfg.metrics or not Path(cfg.metrics).is_file():
+        return {}
+    data = json.loads(Path(cfg.metrics).read_text())
+    if "models" not in data:
+        return {}
+    return {f"alignpipe.eval_{k}": str(data[src]) for k, src in (("data_digest", "data_digest"), ("k", "k"))
+            if data.get(src) is not None}
+
+
+def _not_comparable(champ, cfg: RegisterConfig, context: dict[str, str]) -> str | None:
+    """Why the champion's gate value cannot be compared with this version's (None when it can)."""
+    tags = champ.tags
+    if tags.get("alignpipe.gate_metric") != cfg.gate_metric or tags.get("alignpipe.gate_on", "value") != cfg.gate_on:
+        return (f"champion v{champ.version} has no {cfg.gate_metric} ({cfg.gate_on}) gate value to compare with "
+                f"(it was gated on {tags.get('alignpipe.gate_metric', 'nothing')}); not promoted without a comparison")
+    if tags.get("alignpipe.eval_data_digest") != context.get("alignpipe.eval_data_digest"):
+        return (f"champion v{champ.version} was evaluated on other eval data (digest "
+                f"{tags.get('alignpipe.eval_data_digest', 'unknown')}, this one "
+                f"{context.get('alignpipe.eval_data_digest', 'unknown')}); not comparable")
+    if tags.get("alignpipe.eval_k") != context.get("alignpipe.eval_k"):
+        return (f"champion v{champ.version} was evaluated with k={tags.get('alignpipe.eval_k', 'unknown')}, this "
+                f"one with k={context.get('alignpipe.eval_k', 'unknown')}; not comparable")
+    value = float(tags.get("alignpipe.gate_value", "nan"))
+    if math.isnan(value):
+        return f"champion v{champ.version} has no {cfg.gate_metric} value; not promoted without a comparison"
+    return None
 
 
 def _gate_value(cfg: RegisterConfig) -> tuple[float | None, dict]:
@@ -95,6 +133,7 @@ def run(cfg: RegisterConfig) -> StageResult:
 
     local = verified_model_dir(cfg.model)
     value, eval_metrics = _gate_value(cfg)
+    context = _eval_context(cfg)
     try:
         with Timer() as timer, tracking.stage_run("register", cfg, True, cfg.run_name or "register") as tr:
             import mlflow
@@ -114,25 +153,27 @@ def run(cfg: RegisterConfig) -> StageResult:
             tags.update({f"eval.{tracking.metric_key(k)}": str(v) for k, v in eval_metrics.items()})
             if value is not None:
                 tags.update({"alignpipe.gate_metric": cfg.gate_metric, "alignpipe.gate_value": str(value),
-                             "alignpipe.gate_on": cfg.gate_on})
+                             "alignpipe.gate_on": cfg.gate_on, **context})
             mv = client.create_model_version(cfg.model_name, source=source, run_id=tr.run_id, tags=tags)
 
-            champion_value, reason = None, ""
+            champion_value, reason, incomparable = None, "", None
             try:
                 champ = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
-                if (champ.tags.get("alignpipe.gate_metric") == cfg.gate_metric
-                        and champ.tags.get("alignpipe.gate_on", "value") == cfg.gate_on):
-                    champion_value = float(champ.tags.get("alignpipe.gate_value", "nan"))
             except MlflowException:
                 champ = None
+            if champ is not None:
+                incomparable = _not_comparable(champ, cfg, context)
+                if incomparable is None:
+                    champion_value = float(champ.tags["alignpipe.gate_value"])
             gate = cfg.gate_metric if cfg.gate_on == "value" else (
                 f"{cfg.gate_metric}[{'ci_low' if cfg.higher_is_better else 'ci_high'}]")
             if value is None or math.isnan(value):
                 promoted, reason = False, "no gate metric"
             elif not (value >= cfg.gate_threshold if cfg.higher_is_better else value <= cfg.gate_threshold):
                 promoted, reason = False, f"{gate}={value:.4g} does not pass threshold {cfg.gate_threshold}"
-            elif champion_value is not None and not math.isnan(champion_value) and not _better(
-                    value, champion_value, cfg.higher_is_better):
+            elif incomparable is not None:
+                promoted, reason = False, f"{gate}={value:.4g} passes {cfg.gate_threshold}, but {incomparable}"
+            elif champion_value is not None and not _better(value, champion_value, cfg.higher_is_better):
                 promoted, reason = False, f"{gate}={value:.4g} does not beat champion v{champ.version} ({champion_value:.4g})"
             else:
                 promoted, reason = True, f"{gate}={value:.4g} passes {cfg.gate_threshold}" + (
