@@ -40,6 +40,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/bench_storage.py
+	$(PY) bench/stages_vs_plain.py
 
 clean:
 	rm -rf out .pytest_cache
