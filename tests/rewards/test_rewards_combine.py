@@ -18,7 +18,7 @@ def spec(name, weight=1.0, **kwargs):
 
 
 def test_names_and_get():
-    assert names() == ["exact_match", "format", "label", "math_verify", "reward_model"]
+    assert names() == ["code_tests", "exact_match", "format", "label", "math_verify", "reward_model"]
     assert get("exact_match") is rewards.exact_match_reward
     assert get("math_verify") is rewards.math_verify_reward
 
@@ -27,9 +27,9 @@ def test_unknown_name():
     with pytest.raises(ValueError) as err:
         get("exact")
     assert str(err.value).startswith(
-        "unknown reward 'exact'; choose one of: exact_match, format, label, math_verify, reward_model"
+        "unknown reward 'exact'; choose one of: code_tests, exact_match, format, label, math_verify, reward_model"
     )
-    with pytest.raises(ValueError, match="unknown reward 'nope'; choose one of: exact_match"):
+    with pytest.raises(ValueError, match="unknown reward 'nope'; choose one of: code_tests, exact_match"):
         build([spec("nope")])
 
 
