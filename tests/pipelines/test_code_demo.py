@@ -83,14 +83,3 @@ def test_rlvr_runs_on_the_code_data(tmp_path, capsys):
     assert s["status"] == "succeeded" and set(s["eval"]) == {"base", "sft", "rl"}
     for m in s["eval"].values():
         assert 0.0 <= m["accuracy"] <= 1.0 and "reward/code_tests" in m
-
-
-@pytest.mark.slow
-def test_rl_raises_the_pass_rate_on_held_out_programs(tmp_path):
-    """The calibrated code demo (`alignpipe run rlvr --local --preset demo-code`): the share of held-out problems
-    whose greedy program prints the right answer rises from SFT to RL."""
-    work = tmp_path / "code-demo"
-    assert cli.main(["run", "rlvr", "--local", "--preset", "demo-code", "--workdir", str(work)]) == 0
-    ev = json.loads((work / "summary.json").read_text())["eval"]
-    assert ev["sft"]["accuracy"] > ev["base"]["accuracy"], ev
-    assert ev["rl"]["accuracy"] >= ev["sft"]["accuracy"] + 0.03, ev
