@@ -263,10 +263,12 @@ class Bench:
         from alignpipe.config import GenerationSettings, GRPOSettings, RLConfig
         from alignpipe.stages import rl
 
+        # RLOO reads no loss_type / scale_rewards (the config refuses settings an algorithm ignores)
+        grpo = dict(loss_type="dapo", scale_rewards="batch") if algorithm == "grpo" else {}
         cfg = RLConfig(model=self.tiny, train_data=self.data["rl_train"], output_dir=self.out(f"ap-{algorithm}"),
                        tracking=tracking, algorithm=algorithm,
                        generation=GenerationSettings(max_new_tokens=5, temperature=0.7),
-                       grpo=GRPOSettings(num_generations=8, beta=0.0, loss_type="dapo", scale_rewards="batch"),
+                       grpo=GRPOSettings(num_generations=8, beta=0.0, **grpo),
                        training=self._training(steps, 64, 3e-5, scheduler="constant"))
         return _history_info(rl.run(cfg).history)
 
@@ -418,8 +420,10 @@ def summarise(s: dict) -> dict:
         try:
             row["tokens_s_packed"] = tps(res["plain"])
             row["tokens_s_unpacked"] = tps(s["unpacked"])
-            row["loss_packed"] = med(res["plain"], "loss_last")
-            row["loss_unpacked"] = med(s["unpacked"], "loss_last")
+            losses = [r["loss_last"] for r in res["plain"] if r.get("loss_last") is not None]
+            row["loss_packed"] = statistics.median(losses) if losses else None
+            losses = [r["loss_last"] for r in s["unpacked"] if r.get("loss_last") is not None]
+            row["loss_unpacked"] = statistics.median(losses) if losses else None
         except (statistics.StatisticsError, TypeError, ZeroDivisionError):
             pass
     return row
@@ -443,7 +447,7 @@ def table(rows: list[dict]) -> str:
             f"| {_tracking(r)} | {r['ratio_at_n']:.2f}x @ {r['project_n']} |")
     notes = []
     for r in rows:
-        if "tokens_s_packed" in r:
+        if "tokens_s_packed" in r and r.get("loss_packed") is not None and r.get("loss_unpacked") is not None:
             notes.append(f"Packing (plain TRL, variable-length rows of 10–250 tokens, batch 16): "
                          f"{r['tokens_s_packed']:.0f} tokens/s packed vs {r['tokens_s_unpacked']:.0f} unpacked "
                          f"(**{r['tokens_s_packed'] / r['tokens_s_unpacked']:.2f}x**; last logged loss "
