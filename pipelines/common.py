@@ -90,10 +90,22 @@ class Platform:
     mlflow_secret: str = field(default_factory=lambda: _setting("mlflow_secret"))
     cpu_step: Resources = Resources("1", "2", "2Gi", "4Gi")
     gpu_step: Resources = Resources("4", "8", "16Gi", "32Gi")
+    #: Where training steps publish checkpoints and reuse records (ALIGNPIPE_STATE_URI in the pods): an object
+    #: store, so a retried pod (a new, empty /cache) resumes. Default: ALIGNPIPE_STATE_URI, else
+    #: <pipeline root>/alignpipe-state with `--pipeline-root`/ALIGNPIPE_ARTIFACT_ROOT; None: pod-local only.
+    state_uri: str | None = field(default_factory=lambda: _default_state_uri(None))
     shm_size: str = "8Gi"
     cache_size: str = "50Gi"
     retries: int = 2
     retry_backoff: str = "60s"
+
+
+def _default_state_uri(root: str | None) -> str | None:
+    s = _settings.current()
+    if s.state_uri:
+        return s.state_uri.rstrip("/")
+    root = root or s.artifact_root
+    return f"{root.rstrip('/')}/alignpipe-state" if root else None
 
 
 def _resources(task, r: Resources):
@@ -101,8 +113,10 @@ def _resources(task, r: Resources):
             .set_memory_request(r.memory_request).set_memory_limit(r.memory_limit))
 
 
-def _common(task, name: str, display: str, image: str, s3_secret, mlflow_secret):
+def _common(task, name: str, display: str, image: str, s3_secret, mlflow_secret, state_uri: str | None = None):
     task.set_display_name(display).set_container_image(image)
+    if state_uri:
+        task.set_env_variable("ALIGNPIPE_STATE_URI", state_uri)
     task.set_caching_options(name in CACHED)
     task.set_env_variable("ALIGNPIPE_CACHE_DIR", "/cache/alignpipe")
     task.set_env_variable("ALIGNPIPE_CHECKPOINT_DIR", "/cache/checkpoints")
@@ -135,7 +149,7 @@ def gpu_step(task, name: str, display: str, p: Platform, s3_secret, mlflow_secre
              accelerator_count, tolerations, node_selector, retry: bool):
     """A training/eval step: accelerator type+count (run-time parameters), resources, /dev/shm, /cache,
     run-time tolerations and node selector, secrets, retries for training."""
-    _common(task, name, display, p.gpu_image, s3_secret, mlflow_secret)
+    _common(task, name, display, p.gpu_image, s3_secret, mlflow_secret, p.state_uri)
     _resources(task, p.gpu_step)
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
     kubernetes.add_toleration_json(task, tolerations)

@@ -134,10 +134,14 @@ def check_params(pipeline, given: dict[str, Any] | None = None) -> dict[str, Any
 # ------------------------------------------------------------------------------------------ compile
 
 
-def platform_from(image: str | None = None, gpu_image: str | None = None):
-    from alignpipe.pipelines.common import Platform
+def platform_from(image: str | None = None, gpu_image: str | None = None, root: str | None = None):
+    """Compile-time settings; with a pipeline root, training steps keep their state (checkpoints, reuse
+    records) under it unless ALIGNPIPE_STATE_URI says otherwise."""
+    from alignpipe.pipelines.common import Platform, _default_state_uri
 
     kwargs = {k: v for k, v in {"image": image, "gpu_image": gpu_image}.items() if v}
+    if root:
+        kwargs["state_uri"] = _default_state_uri(root)
     return Platform(**kwargs)
 
 
@@ -155,10 +159,10 @@ def compile_one(name: str, path: str | Path, platform=None, params: dict[str, An
     `root` its default pipeline root."""
     from kfp import compiler
 
-    pipeline = load(name, platform or platform_from())  # a fresh build: the root below is set on it
+    root = pipeline_root(root)
+    pipeline = load(name, platform or platform_from(root=root))  # a fresh build: the root below is set on it
     values = check_params(pipeline, params)
     given = {k: values[k] for k in (params or {})}
-    root = pipeline_root(root)
     if root:
         pipeline.pipeline_spec.default_pipeline_root = root
     compiler.Compiler().compile(pipeline, package_path=str(path), pipeline_parameters=given or None)
@@ -193,7 +197,7 @@ def compile_all(out_dir: str | Path, image: str | None = None, gpu_image: str | 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    platform = platform_from(image, gpu_image)
+    platform = platform_from(image, gpu_image, pipeline_root(root))
     written = {}
     for name in names:
         params = preset_params(preset, name, platform) if preset else None
@@ -429,7 +433,7 @@ def submit(name: str, host: str, params: dict[str, Any] | None = None, experimen
 
     from kfp import compiler
 
-    pipeline = load(name, platform_from(image) if image else None)
+    pipeline = load(name, platform_from(image, root=pipeline_root(root)))
     check_params(pipeline, params)
     c = client(host, namespace)
     with tempfile.TemporaryDirectory() as d:

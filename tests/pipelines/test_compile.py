@@ -294,3 +294,17 @@ def test_accelerator_count_is_the_gpu_count_and_nodes_reach_the_stage(compiled):
     assert (cfg.distributed.gpus, cfg.distributed.nodes, cfg.distributed.multinode) == (4, 2, "trainjob")
     with pytest.raises(UserError, match="distributed.gpus: set by the pipeline parameter sft_accelerator_count"):
         runs.check_params(p, {"sft_config": {"distributed": {"gpus": 8}}})
+
+
+def test_training_steps_keep_their_state_under_the_pipeline_root(tmp_path, monkeypatch):
+    """With a pipeline root on object storage, training pods get ALIGNPIPE_STATE_URI under it, so a retried pod
+    (new, empty /cache) finds the checkpoints of its first attempt; without one nothing is set."""
+    monkeypatch.delenv("ALIGNPIPE_STATE_URI", raising=False)
+    monkeypatch.delenv("ALIGNPIPE_ARTIFACT_ROOT", raising=False)
+    path = runs.compile_all(tmp_path / "a", names=("sft",), root="s3://team/pipelines")["sft"]
+    execs = yaml.safe_load_all(path.read_text()).__next__()["deploymentSpec"]["executors"]
+    env = {e["name"]: e["value"] for e in execs["exec-sft"]["container"].get("env", [])}
+    assert env["ALIGNPIPE_STATE_URI"] == "s3://team/pipelines/alignpipe-state"
+    plain = runs.compile_all(tmp_path / "b", names=("sft",))["sft"]
+    execs = yaml.safe_load_all(plain.read_text()).__next__()["deploymentSpec"]["executors"]
+    assert "ALIGNPIPE_STATE_URI" not in {e["name"] for e in execs["exec-sft"]["container"].get("env", [])}
