@@ -43,13 +43,17 @@ def test_grpo_with_kl_and_reward_model(demo_data, sft_model, tmp_path):
 
 
 def test_expert_iteration_keeps_verified_samples_and_improves(demo_data, sft_model, tmp_path):
+    """Keep the samples the verifier accepts, fine-tune on them, repeat: the accepted share rises. The verifier
+    here is a format check (a three-digit answer starting with 1) that the short-SFT fixture passes rarely; exact
+    sums are ~1-2% for it, too few kept samples to show a clear effect in three short rounds."""
     cfg = _cfg(demo_data, sft_model, tmp_path / "ei", algorithm="expert_iteration", grpo={},
+               rewards=[dict(name="format", kwargs=dict(pattern=r"1\d\d"))],
                expert_iteration=dict(rounds=3, samples_per_prompt=4, prompts_per_round=128, sft_steps_per_round=15),
                training=dict(learning_rate=5e-4, batch_size=32, logging_steps=5, warmup_steps=0))
     result = rl.run(cfg)
     rounds = result.history
     assert len(rounds) == 3 and all(r["kept"] > 0 for r in rounds)
-    assert rounds[-1]["success_rate"] > rounds[0]["success_rate"]
+    assert rounds[-1]["success_rate"] > rounds[0]["success_rate"] + 0.2
 
 
 def test_ppo_is_a_clear_config_error():
