@@ -117,13 +117,11 @@ def base_lineage(stage: str, cfg, **extra: str | None) -> dict[str, str]:
 
 
 def load_data(uri: str, kind: str):
-    """Validated dataset + its report (format, digest)."""
+    """Validated dataset + its report (format, digest): the file is read and checked once (DataError with
+    every problem line when it is not valid)."""
     from alignpipe import data
 
-    report = data.validate(uri, kind)
-    if not report.ok:
-        raise data.DataError(report.problems)
-    return data.load(uri, kind), report
+    return data.load_with_report(uri, kind)
 
 
 class Timer:
