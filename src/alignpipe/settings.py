@@ -182,6 +182,10 @@ class Settings:
         "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "Whether MLflow downloads artifacts through presigned S3 URLs; "
         "`alignpipe pull` sets false unless set (the server's S3 address is often unreachable from a laptop).",
         also="mlflow", default_doc="mlflow's (false in pulls)", group="tracking")
+    mlflow_enable_async_logging: str | None = _var(
+        "MLFLOW_ENABLE_ASYNC_LOGGING", "Inside a stage's run alignpipe queues MLflow writes and a background thread "
+        "writes them (about one write a second, flushed in order before the run ends); `false` logs every metric "
+        "synchronously.", also="mlflow", default_doc="`true` inside stage runs", group="tracking")
     mlflow_timeout: float = _var(
         "ALIGNPIPE_MLFLOW_TIMEOUT", "Seconds `alignpipe pull` / `registry.resolve` wait for the tracking server "
         "to answer before failing.", default=10.0, parse=_number(" of seconds", minimum=0.0),
