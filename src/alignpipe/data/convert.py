@@ -102,7 +102,7 @@ class ConversionReport:
         lines = [self.detected] if self.detected else []
         fmt = self.validation.format if self.validation else "?"
         kind = f"kind {self.kind}{' (inferred)' if self.kind_inferred else ''}"
-        to = f" as verl Parquet" if self.target == "verl" else ""
+        to = " as verl Parquet" if self.target == "verl" else ""
         lines.append(f"converted {self.rows_out} of {self.rows_in} rows ({self.source_format} -> {fmt}, {kind}) "
                      f"into {self.dst}{to}")
         if self.problems:
