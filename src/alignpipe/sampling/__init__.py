@@ -13,8 +13,6 @@ itself; TRL's GRPO/RLOO trainers get them through `alignpipe.sampling.trl` (thei
 
 from __future__ import annotations
 
-from typing import Any
-
 from .registry import SAMPLERS, Registry
 from .samplers import Bandit, DifficultyTarget, Dynamic, Mixture, Sampler, Uniform, group_abs_advantage
 from .store import STATE_FILE, PassRateStore, PromptRecord, prompt_id
