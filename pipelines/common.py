@@ -101,10 +101,10 @@ class Platform:
 
 
 def _default_state_uri(root: str | None) -> str | None:
-    s = _settings.current()
-    if s.state_uri:
-        return s.state_uri.rstrip("/")
-    root = root or s.artifact_root
+    state_uri = _setting("state_uri")
+    if state_uri:
+        return state_uri.rstrip("/")
+    root = root or _setting("artifact_root")
     return f"{root.rstrip('/')}/alignpipe-state" if root else None
 
 

@@ -148,9 +148,9 @@ def platform_from(image: str | None = None, gpu_image: str | None = None, root: 
 def pipeline_root(given: str | None = None) -> str | None:
     """Where a pipeline's artifacts (models included) land on the cluster: `--pipeline-root`, else
     ALIGNPIPE_ARTIFACT_ROOT, else None (KFP's own default, minio://mlpipeline/v2/artifacts)."""
-    from alignpipe import storage
+    from alignpipe.pipelines.common import _setting
 
-    return given or storage.default_pipeline_root()
+    return given or _setting("artifact_root") or None
 
 
 def compile_one(name: str, path: str | Path, platform=None, params: dict[str, Any] | None = None,
