@@ -38,7 +38,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from alignpipe import settings, storage
+from alignpipe import settings, storage, tracking
 from alignpipe.base import barrier, is_main_process
 from alignpipe.reuse import say, state_root
 
@@ -261,6 +261,7 @@ class CheckpointCallback(TrainerCallback):
         barrier()  # every rank has written its part (RNG state, ZeRO shards) before rank 0 uploads
         uri = self.store.step_uri(step)
         if is_main_process():
+            tracking.flush()  # the metrics of the steps this checkpoint covers are stored before it is
             self.store.publish(Path(args.output_dir) / f"{PREFIX}{step}", step)
         barrier()
         self._last = time.monotonic()

@@ -102,6 +102,21 @@ def batched_writes(mlflow) -> Iterator[None]:
                     os.environ.pop(k, None)
 
 
+def flush() -> None:
+    """Write every queued MLflow write now. Called before a checkpoint is published, so that the metrics of
+    the steps a checkpoint covers are stored whenever the checkpoint is (a killed process loses at most the
+    writes of the steps after its last checkpoint, which the resumed run logs again). No-op without MLflow."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return
+    try:
+        mlflow.flush_async_logging()
+    except Exception as e:  # noqa: BLE001 - tracking trouble must not cost the checkpoint
+        logging.getLogger(__name__).warning("could not flush MLflow writes: %s", e)
+
+
 def metric_key(name: str) -> str:
     """MLflow accepts alphanumerics, `_-. :/` in metric names: `pass@4` becomes `pass_at_4`."""
     return name.replace("@", "_at_")

@@ -54,9 +54,10 @@ def server_env(mp: pytest.MonkeyPatch, s3: services.S3Server, mlflow: services.M
 def chain_configs(workdir: Path, data: dict[str, str], runs: str) -> dict[str, dict]:
     """The demo preset's stage configs with s3:// data and outputs, and step budgets a 2-core CI box runs in
     seconds."""
-    from alignpipe import runs, steps
+    from alignpipe import runs as pipeline_runs
+    from alignpipe import steps
 
-    cfgs = steps.preset_stage_configs(runs.preset_params("demo", "rlhf"))
+    cfgs = steps.preset_stage_configs(pipeline_runs.preset_params("demo", "rlhf"))
     m = {s: f"{runs}/models/{s}" for s in ("sft", "reward_model", "rl")}
     cfgs["sft"].update(model="tiny", train_data=data["sft_train"], output_dir=m["sft"], stop_at_accuracy=None,
                        training={**cfgs["sft"]["training"], "max_steps": 20, "batch_size": 32, "logging_steps": 5,
@@ -244,21 +245,20 @@ def test_pull_champion_loads_and_generates(env: Any, tmp_path: Path) -> None:
 
 
 def test_model_pull_cli_hook(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from alignpipe.cli import build_parser
+    """`alignpipe model pull` (argparse in the CLI, errors through its one UserError boundary)."""
+    from alignpipe.cli import main
 
-    p = build_parser()
     dest = tmp_path / "m"
-    args = p.parse_args(["model", "pull", f"{MODEL_NAME}@champion", str(dest)])
-    assert args.func(args) == 0
+    argv = ["model", "pull", f"{MODEL_NAME}@champion", str(dest)]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"pulled {MODEL_NAME} v") and f"{env['runs']}/models/rl" in out and str(dest) in out
     assert models.missing_files(dest) == []
     # pulling again into the (now non-empty) folder is refused with one line; --force replaces it
-    assert args.func(args) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not empty" in err and "\n" not in err
-    forced = p.parse_args(["model", "pull", f"{MODEL_NAME}@champion", str(dest), "--force"])
-    assert forced.func(forced) == 0
+    assert main(argv + ["--force"]) == 0
 
 
 @pytest.mark.timeout(180)

@@ -49,7 +49,7 @@ def test_failed_task_is_named_with_its_log(tmp_path, capsys):
     bad.write_text('{"prompt": "1+1="}\n')
     work = tmp_path / "failing"
     rc = cli.main(["run", "sft", "--local", "--workdir", str(work), "--param", f"sft_data={bad}",
-                   "--param", f"eval_data={bad}"])
+                   "--param", f"eval_data={bad}", "--param", "base_model=tiny"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1, err
