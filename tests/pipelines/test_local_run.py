@@ -70,3 +70,36 @@ def test_demo_learns(tmp_path, capsys):
     assert ev["sft"]["accuracy"] >= ev["base"]["accuracy"] + 0.20, ev
     assert ev["rl"]["accuracy"] >= ev["sft"]["accuracy"] + 0.05, ev
     assert s["registry"]["promoted"] is True, s["registry"]
+
+
+def test_rerun_reuses_unchanged_steps_and_retrains_changed_ones(tmp_path, monkeypatch):
+    """Content-addressed reuse through the pipeline: the same inputs twice -> the second run's SFT step reuses
+    the first one's model (`reused_from` in its metadata); one changed data row -> a new digest, trained again."""
+    from pathlib import Path
+
+    from alignpipe.data.demo import write_demo_data
+
+    monkeypatch.delenv("ALIGNPIPE_FORCE_RERUN", raising=False)  # (the suite forces re-runs elsewhere)
+    monkeypatch.setenv("ALIGNPIPE_STATE_URI", str(tmp_path / "state"))  # this test's own reuse records
+    files = write_demo_data(tmp_path / "data", seed=0)
+    params = {"base_model": "tiny", "sft_data": str(files["sft_train"]), "eval_data": str(files["eval"]),
+              "sft_steps": TINY_PARAMS["sft_steps"], "sft_config": TINY_PARAMS["sft_config"],
+              "evaluate_k": 1, "evaluate_config": TINY_PARAMS["evaluate_config"]}
+    work = tmp_path / "w"
+
+    def sft_model_metadata() -> dict:
+        assert cli.main(["run", "sft", "--local", "--workdir", str(work)] + _param_args(params)) == 0
+        summary = json.loads((work / "summary.json").read_text())
+        out = json.loads((Path(summary["kfp_run_dir"]) / "sft" / "executor_output.json").read_text())
+        return out["artifacts"]["model"]["artifacts"][0]["metadata"]
+
+    first = sft_model_metadata()
+    assert "reused_from" not in first
+    second = sft_model_metadata()
+    assert second["reused_from"] and second["reuse_key"] and second["train_digest"] == first["train_digest"]
+    rows = Path(files["sft_train"]).read_text().splitlines()
+    row = json.loads(rows[0])
+    row["completion"][0]["content"] += "0"  # one changed row
+    Path(files["sft_train"]).write_text("\n".join([json.dumps(row)] + rows[1:]) + "\n")
+    third = sft_model_metadata()
+    assert "reused_from" not in third and third["train_digest"] != first["train_digest"]
