@@ -8,12 +8,13 @@ any module may import it. The CLI, the per-rank entry point and the component ru
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: Exit code of a run that stopped on a user error (bad config, data, model, storage, ...).
 USER_ERROR_EXIT = 2
@@ -89,3 +90,54 @@ def barrier() -> None:
     dist = sys.modules.get("torch.distributed")  # never import torch here: a single process needs none
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------------
+# Plug-in registries (RL advantages/losses/KL estimators, prompt samplers)
+# --------------------------------------------------------------------------------------------------
+
+
+class Registry:
+    """Plug-ins of one kind: name -> function or class, with optional attributes (e.g. `needs_critic=True`).
+
+    `register(name)` is the decorator; the registered object gets its name as attribute `name_attr`.
+    `get(name)` also imports `pkg.mod:obj` for plug-ins outside the package (`example` is shown in errors)."""
+
+    def __init__(self, kind: str, *, name_attr: str = "plugin_name", example: str = "pkg.mod:func",
+                 what: str = "a function"):
+        self.kind, self.name_attr, self.example, self.what = kind, name_attr, example, what
+        self._items: dict[str, Any] = {}
+
+    def register(self, name: str, **attrs: Any) -> Callable[[Any], Any]:
+        def deco(obj: Any) -> Any:
+            if name in self._items and self._items[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            for k, v in attrs.items():
+                setattr(obj, k, v)
+            setattr(obj, self.name_attr, name)
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def get(self, name: str) -> Any:
+        """The plug-in registered as `name`, or `pkg.mod:obj` imported; ValueError with the choices otherwise."""
+        if name in self._items:
+            return self._items[name]
+        if ":" in name:
+            module, _, attr = name.partition(":")
+            try:
+                obj = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as e:
+                raise ValueError(f"{self.kind} {name!r} cannot be imported ({e})") from None
+            if not callable(obj):
+                raise ValueError(f"{self.kind} {name!r} is not {self.what}")
+            return obj
+        raise ValueError(f"unknown {self.kind} {name!r} (choose one of: {', '.join(self.names())}, "
+                         f"or a dotted path {self.example})")
