@@ -158,12 +158,10 @@ class Sampler:
         import json
         from pathlib import Path
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state_dict()))
-        tmp.replace(path)
-        return path
+        from alignpipe import storage
+
+        storage.write_text(path, json.dumps(self.state_dict()))  # atomic: temp file + rename
+        return Path(path)
 
 
 @SAMPLERS.register("uniform")

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from alignpipe import storage
+
 FORMAT = "alignpipe.sampler_state/1"
 STATE_FILE = "sampler_state.json"
 PRIOR = 0.5
@@ -145,12 +147,8 @@ class PassRateStore:
                     setattr(mine, f, getattr(rec, f))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        tmp.replace(path)
-        return path
+        storage.write_text(path, json.dumps(self.to_dict()))  # atomic: temp file + rename
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "PassRateStore":
