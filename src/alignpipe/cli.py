@@ -73,6 +73,18 @@ def cmd_model_pull(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    """Weight-space diff of two models (alignpipe.evaluation.diff): diff.json + diff.html in --out."""
+    from alignpipe.evaluation import diff
+
+    d = diff.diff_models(args.model_a, args.model_b, tolerance=args.tolerance, top_k=args.top_k, rank=args.rank,
+                         tracking_uri=args.tracking_uri)
+    paths = diff.write(d, args.out)
+    print(diff.summary(d))
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
 def cmd_config_schema(args) -> int:
     from alignpipe import config
 
@@ -251,6 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     pp.add_argument("--tracking-uri", default=None, help="MLflow tracking server (default MLFLOW_TRACKING_URI)")
     pp.set_defaults(func=cmd_model_pull)
+
+    df = sub.add_parser("diff", help="weight-space diff of two models: per-layer update norm, share of weights "
+                        "changed, singular-value drift (diff.json + diff.html)",
+                        description="Compare every tensor two models share. MODEL: a local folder, an s3:// "
+                        "folder, tiny[:SEED], or models:/NAME@ALIAS | models:/NAME/VERSION (docs/serving.md).")
+    df.add_argument("model_a", help="the model before (e.g. the SFT model)")
+    df.add_argument("model_b", help="the model after (e.g. models:/alignpipe-demo@champion)")
+    df.add_argument("--out", default="out/diff", help="folder (or s3:// prefix) for diff.json and diff.html")
+    df.add_argument("--tolerance", type=float, default=1e-5,
+                    help="an entry counts as changed when |B-A| exceeds this (absolute; default 1e-5, 0: any change)")
+    df.add_argument("--top-k", type=int, default=8, help="singular values of each update reported (default 8)")
+    df.add_argument("--rank", type=int, default=8,
+                    help="r of A's principal subspace in the off-principal diagnostic (default 8)")
+    df.add_argument("--tracking-uri", default=None, help="MLflow tracking server for models:/ (default MLFLOW_TRACKING_URI)")
+    df.set_defaults(func=cmd_diff)
 
     rs = sub.add_parser("reward-server", help="serve code_tests executions in the sandbox over HTTP (docs/code-rewards.md)")
     rs.add_argument("--host", default="0.0.0.0")
