@@ -1,4 +1,4 @@
-"""RL fine-tuning (GRPO, RLOO, expert iteration). Semantics: alignpipe.stages.rl.run."""
+"""RL fine-tuning (GRPO, RLOO, PPO, expert iteration). Semantics: alignpipe.stages.rl.run."""
 
 from typing import Optional
 
@@ -8,7 +8,7 @@ from alignpipe.platform import image
 
 
 @dsl.component(base_image=image(), install_kfp_package=False)
-def rl(config: dict, algorithm: str, rewards: list, max_steps: int, learning_rate: float, seed: int,
+def rl(config: dict, algorithm: str, engine: str, rewards: list, max_steps: int, learning_rate: float, seed: int,
        gpus: int, nodes: int, multinode_kind: str, sft_model: dsl.Input[dsl.Model], train_data: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
        metrics: dsl.Output[dsl.Metrics], report: dsl.Output[dsl.HTML],
        reward_model: Optional[dsl.Input[dsl.Model]] = None):

@@ -5,7 +5,7 @@ Everything Kubernetes-specific is set here, on tasks, never inside components. `
 
 Compile-time settings (`Platform`) come from the environment the Helm chart's upload job sets
 (ALIGNPIPE_IMAGE, ALIGNPIPE_GPU_IMAGE, ALIGNPIPE_GPU_RESOURCE, ALIGNPIPE_GPU_NODE_SELECTOR,
-ALIGNPIPE_GPU_TOLERATIONS, ALIGNPIPE_S3_SECRET, ALIGNPIPE_MLFLOW_SECRET) or from `alignpipe compile`'s
+ALIGNPIPE_GPU_TOLERATIONS, ALIGNPIPE_S3_SECRET, ALIGNPIPE_MLFLOW_SECRET, ALIGNPIPE_REWARD_SECRET) or from `alignpipe compile`'s
 flags; they become the defaults of run-time pipeline parameters where a user may want to change them
 per run (GPU type and count per step, tolerations, node selector, secret names).
 
@@ -39,6 +39,7 @@ class Step:
     gpu: bool          # GPU image, accelerator, /dev/shm; else a CPU step
     retry: bool        # KFP retries the pod (training steps)
     cached: bool       # outputs are fully determined by inputs (see the module docstring)
+    reward_token: bool = False  # takes the code-reward service's token (optional Secret) as ALIGNPIPE_REWARD_TOKEN
 
 
 #: THE table of pipeline steps: task name -> cluster wiring. One entry per stage (+ prepare-data).
@@ -46,13 +47,16 @@ STEPS: dict[str, Step] = {
     "prepare-data": Step("Prepare data", gpu=False, retry=False, cached=False),
     "sft": Step("Supervised fine-tuning", gpu=True, retry=True, cached=False),
     "reward-model": Step("Train reward model", gpu=True, retry=True, cached=True),
-    "rl": Step("RL fine-tuning", gpu=True, retry=True, cached=True),
+    "rl": Step("RL fine-tuning", gpu=True, retry=True, cached=True, reward_token=True),
     "preference": Step("Preference optimisation (DPO)", gpu=True, retry=True, cached=True),
-    "evaluate": Step("Evaluate on held-out set", gpu=True, retry=False, cached=False),
+    "evaluate": Step("Evaluate on held-out set", gpu=True, retry=False, cached=False, reward_token=True),
     "register": Step("Register model (gated)", gpu=False, retry=False, cached=False),
 }
 #: Tasks whose outputs are fully determined by their inputs.
 CACHED = {name for name, step in STEPS.items() if step.cached}
+#: The reward service's token: {key in the chart's Secret: environment variable} (what alignpipe.rewards.code
+#: reads). Mounted with optional=True, so a cluster without the reward service runs the same pipelines.
+REWARD_TOKEN_KEYS = {"ALIGNPIPE_REWARD_TOKEN": "ALIGNPIPE_REWARD_TOKEN"}
 
 
 class PlatformError(UserError, ValueError):
@@ -88,6 +92,8 @@ class Platform:
     tolerations: list = field(default_factory=lambda: _setting("gpu_tolerations"))
     s3_secret: str = field(default_factory=lambda: _setting("s3_secret"))
     mlflow_secret: str = field(default_factory=lambda: _setting("mlflow_secret"))
+    #: The code-reward service's token Secret (helm: `<fullname>-reward-server`), default of `reward_secret`.
+    reward_secret: str = field(default_factory=lambda: _setting("reward_secret"))
     cpu_step: Resources = Resources("1", "2", "2Gi", "4Gi")
     gpu_step: Resources = Resources("4", "8", "16Gi", "32Gi")
     #: Where training steps publish checkpoints and reuse records (ALIGNPIPE_STATE_URI in the pods): an object
@@ -137,6 +143,13 @@ def _common(task, name: str, display: str, image: str, s3_secret, mlflow_secret,
     return task
 
 
+def reward_token(task, secret):
+    """The code-reward service's token as ALIGNPIPE_REWARD_TOKEN, from `secret` (a name or the `reward_secret`
+    parameter); optional: without the Secret (no reward service on the cluster) the step runs without it."""
+    kubernetes.use_secret_as_env(task, secret, REWARD_TOKEN_KEYS, optional=True)
+    return task
+
+
 def cpu_step(task, name: str, display: str, p: Platform, s3_secret, mlflow_secret):
     """A CPU step (prepare data, register): resources, secrets, a writable /cache."""
     _common(task, name, display, p.image, s3_secret, mlflow_secret)
@@ -175,11 +188,14 @@ class Wiring:
     accelerators: dict        # task name -> (accelerator type, count) channels
     tolerations: object
     node_selector: object
+    reward_secret: object = None  # the `reward_secret` parameter (pipelines whose steps score code)
 
     def place(self, task, name: str):
         """Apply STEPS[name]'s wiring to `task` (display name, image, caching, resources, secrets, GPUs)."""
         step = STEPS[name]
         secrets = (self.s3_secret, self.mlflow_secret)
+        if step.reward_token:
+            reward_token(task, self.reward_secret if self.reward_secret is not None else self.p.reward_secret)
         if not step.gpu:
             return cpu_step(task, name, step.display, self.p, *secrets)
         acc_type, acc_count = self.accelerators[name]
@@ -192,7 +208,7 @@ def wiring(p: Platform, params: dict) -> Wiring:
     acc = {name: (params[f"{prefix}_accelerator_type"], params[f"{prefix}_accelerator_count"])
            for name, prefix in ACCELERATOR_PREFIX.items() if f"{prefix}_accelerator_type" in params}
     return Wiring(p, params["s3_secret"], params["mlflow_secret"], acc, params["gpu_tolerations"],
-                  params["gpu_node_selector"])
+                  params["gpu_node_selector"], params.get("reward_secret"))
 
 
 #: GPU task -> prefix of its `<prefix>_accelerator_type/count` pipeline parameters (the stage's name).
@@ -211,9 +227,11 @@ def _typed(stage: str, params: dict) -> dict:
 def prepare(w: Wiring, required: list[str], params: dict):
     from alignpipe.components import prepare_data
 
+    from alignpipe.steps import AUTO_FORMAT, DATA_PARAMS, format_param
+
     task = prepare_data(required=required, seed=params["seed"], base_model=params["base_model"],
-                        **{k: params.get(k, "") for k in ("sft_data", "preference_data", "preference_eval_data",
-                                                           "rl_data", "eval_data")})
+                        **{k: params.get(k, "") for k in DATA_PARAMS},
+                        **{format_param(k): params.get(format_param(k), AUTO_FORMAT) for k in DATA_PARAMS})
     return w.place(task, "prepare-data")
 
 

@@ -30,6 +30,8 @@ def build(p: Optional[Platform] = None):
         base_model: str = d["sft"]["typed"]["base_model"],
         sft_data: str = "",
         eval_data: str = "",
+        sft_data_format: str = steps.AUTO_FORMAT,
+        eval_data_format: str = steps.AUTO_FORMAT,
         seed: int = 0,
         sft_steps: int = d["sft"]["typed"]["max_steps"],
         sft_learning_rate: float = d["sft"]["typed"]["learning_rate"],
@@ -50,6 +52,7 @@ def build(p: Optional[Platform] = None):
         gpu_node_selector: dict = p.node_selector,
         s3_secret: str = p.s3_secret,
         mlflow_secret: str = p.mlflow_secret,
+        reward_secret: str = p.reward_secret,
     ) -> Outputs:
         params = dict(locals())
         w = common.wiring(p, params)

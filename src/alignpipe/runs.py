@@ -125,9 +125,12 @@ def check_params(pipeline, given: dict[str, Any] | None = None) -> dict[str, Any
         if stage == "rl" and "reward_model_config" in values:
             paths["reward_model"] = f"{_V}/rm"
         steps.stage_config(stage, values[config_param], typed, paths, source=config_param)
-    for name in ("s3_secret", "mlflow_secret"):
+    for name in ("s3_secret", "mlflow_secret", "reward_secret"):
         if name in values and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", str(values[name])):
             raise PipelineError(f"parameter {name}: {values[name]!r} is not a Kubernetes Secret name")
+    for name in steps.FORMAT_PARAMS:
+        if name in values:
+            steps.check_format(name, values[name])
     return values
 
 

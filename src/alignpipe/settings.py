@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 from alignpipe.base import UserError
 
 __all__ = ["SettingsError", "Settings", "Variable", "VARIABLES", "by_name", "from_env", "current",
-           "DEFAULT_IMAGE", "DEFAULT_GPU_IMAGE", "DEFAULT_GPU_RESOURCE", "S3_SECRET_NAME", "MLFLOW_SECRET_NAME"]
+           "DEFAULT_IMAGE", "DEFAULT_GPU_IMAGE", "DEFAULT_GPU_RESOURCE", "S3_SECRET_NAME", "MLFLOW_SECRET_NAME", "REWARD_SECRET_NAME"]
 
 # The defaults that alignpipe.platform also names (tests/test_settings.py checks that they agree; this
 # module may not import platform, which the chart's tests read).
@@ -38,6 +38,9 @@ DEFAULT_GPU_IMAGE = "ghcr.io/alignpipe/alignpipe-gpu:0.1.0"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 S3_SECRET_NAME = "alignpipe-s3"
 MLFLOW_SECRET_NAME = "alignpipe-mlflow"
+#: The code-reward service's token Secret as the chart names it for the release `alignpipe`
+#: (`<fullname>-reward-server`, key ALIGNPIPE_REWARD_TOKEN; tests/pipelines/test_compile.py renders the chart).
+REWARD_SECRET_NAME = "alignpipe-reward-server"
 
 
 class SettingsError(UserError, ValueError):
@@ -266,6 +269,11 @@ class Settings:
     mlflow_secret: str = _var(
         "ALIGNPIPE_MLFLOW_SECRET", "Kubernetes Secret with MLFLOW_TRACKING_URI (and optional token) that steps "
         "mount as env.", default=MLFLOW_SECRET_NAME, readers=_PIPELINES, group="platform")
+    reward_secret: str = _var(
+        "ALIGNPIPE_REWARD_SECRET", "Kubernetes Secret with the code-reward service's token (key "
+        "ALIGNPIPE_REWARD_TOKEN) that the RL and evaluate steps mount as env, optionally (the chart's "
+        "`<fullname>-reward-server`, or `rewardServer.token.existingSecret`).", default=REWARD_SECRET_NAME,
+        readers=_PIPELINES, group="platform")
 
     # ---- KFP API ----
     namespace: str | None = _var(

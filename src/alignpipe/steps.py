@@ -70,6 +70,7 @@ STAGE_PARAMS: dict[str, StageParams] = {
         Typed("seed", "training.seed", "seed"), *_scaling("reward_model"))),
     "rl": StageParams("rl_config", (
         Typed("algorithm", "algorithm", "rl_algorithm"),
+        Typed("engine", "engine", "rl_engine"),
         Typed("rewards", "rewards", "rewards"),
         Typed("max_steps", "training.max_steps", "rl_steps"),
         Typed("learning_rate", "training.learning_rate", "rl_learning_rate"),
@@ -113,6 +114,33 @@ SPLITS: dict[str, str] = {
     "rl_train": "prompts",
     "eval_set": "prompts",
 }
+#: The data set pipeline parameters: URI parameter -> prepare_data split. Each has a `<param>_format` parameter
+#: (`format_param`): the source format, one of `alignpipe.data.convert.SOURCE_FORMATS`, default `auto`
+#: (alignpipe's own format passes through unchanged; another tool's is detected and converted).
+DATA_PARAMS: dict[str, str] = {"sft_data": "sft_train", "preference_data": "preference_train",
+                               "preference_eval_data": "preference_eval", "rl_data": "rl_train", "eval_data": "eval_set"}
+AUTO_FORMAT = "auto"
+
+
+def format_param(data_param: str) -> str:
+    """The format parameter of data set parameter `data_param` (sft_data -> sft_data_format)."""
+    return f"{data_param}_format"
+
+
+#: format parameter -> its data set parameter (derived).
+FORMAT_PARAMS: dict[str, str] = {format_param(p): p for p in DATA_PARAMS}
+
+
+def check_format(param: str, value: Any) -> str:
+    """A `<dataset>_format` value, checked: ConfigError (one line) for a name that is not a source format."""
+    from alignpipe.data.convert import SOURCE_FORMATS
+
+    fmt = AUTO_FORMAT if value in (None, "") else value
+    if fmt not in SOURCE_FORMATS:
+        raise ConfigError(f"{param}: unknown data format {fmt!r} (choose one of: {', '.join(SOURCE_FORMATS)})")
+    return fmt
+
+
 #: A data set URI `demo:NAME` is the demo file NAME written by alignpipe.data.demo.write_demo_data (e.g.
 #: demo:code_rl_train, the code variant); no URI at all means the demo files of DEMO_FILES.
 DEMO_URI = "demo:"
@@ -180,8 +208,9 @@ def defaults() -> dict[str, dict[str, Any]]:
 
 
 def stage_config(stage: str, config: dict | None, typed: dict[str, Any], paths: dict[str, Any],
-                 source: str | None = None):
-    """The validated config of `stage`: the `config` dict, then typed parameters, then artifact paths.
+                 source: str | None = None, notes: list[str] | None = None):
+    """The validated config of `stage`: the `config` dict, then typed parameters, then artifact paths, then
+    the pipelines' rules (`pipeline_choices`; the lines they say are appended to `notes`).
 
     Raises ConfigError (one line per problem) if the config dict sets a key owned by a typed parameter or
     an artifact, or if the result fails the schema."""
@@ -203,7 +232,41 @@ def stage_config(stage: str, config: dict | None, typed: dict[str, Any], paths: 
     for key, value in paths.items():
         if value is not None:
             _set(data, key, value)
+    said = pipeline_choices(stage, data)
+    if notes is not None:
+        notes.extend(said)
     return _config.validate(stage, data, source=source)
+
+
+#: What the pipelines decide for a stage beyond the table; each choice is logged by the step and recorded in
+#: its output's metadata (`pipeline_choices`).
+PPO_ENGINE_NOTE = ("rl_algorithm=ppo runs on engine alignpipe (TRL 1.x has no PPO; rl_engine=trl does not apply "
+                   "to ppo)")
+CRITIC_NOTE = "PPO critic initialised from the reward model (engine_settings.critic.init: reward_model)"
+
+
+def pipeline_choices(stage: str, data: dict) -> list[str]:
+    """Apply the pipelines' rules to an assembled (not yet validated) stage config `data`; one line per rule applied.
+
+    - rl, `algorithm: ppo` with `engine: trl`: PPO exists on alignpipe's engine only (TRL 1.x removed it), so
+      the step runs it there; `rl_engine` chooses the engine of grpo and rloo.
+    - rl with a reward model (the rlhf pipeline) and a critic (`gae`, which ppo uses): the critic's value head
+      starts from the reward model (`engine_settings.critic.init: reward_model`) unless the `rl_config` dict sets
+      `engine_settings.critic.init` itself (or `critic: null`)."""
+    notes: list[str] = []
+    if stage != "rl":
+        return notes
+    if data.get("algorithm") == "ppo" and data.get("engine", "trl") == "trl":
+        data["engine"] = "alignpipe"
+        notes.append(PPO_ENGINE_NOTE)
+    es = data.get("engine_settings") if isinstance(data.get("engine_settings"), dict) else {}
+    gae = es.get("advantage") == "gae" or (es.get("advantage") is None and data.get("algorithm") == "ppo")
+    critic = es.get("critic", {})
+    if (data.get("engine") == "alignpipe" and gae and data.get("reward_model") and isinstance(critic, dict)
+            and "init" not in critic):
+        _set(data, "engine_settings.critic.init", "reward_model")
+        notes.append(CRITIC_NOTE)
+    return notes
 
 
 def dataset_path(artifact) -> str | None:
@@ -238,7 +301,10 @@ def run_component(stage: str, config: dict | None, typed: dict[str, Any], paths:
 
     launch.quiet_libraries()
     with user_errors_exit():
-        cfg = stage_config(stage, config, typed, paths)
+        notes: list[str] = []
+        cfg = stage_config(stage, config, typed, paths, notes=notes)
+        for note in notes:
+            print(f"{stage}: {note}", flush=True)
         result = launch.run_stage(stage, cfg)
     _record(result, cfg, metrics, report, output)
     return result
@@ -254,6 +320,10 @@ def _record(result, cfg, metrics=None, report=None, output=None) -> None:
     if output is not None:
         output.metadata.update({k: v for k, v in result.lineage.items()})
         output.metadata["seconds"] = round(result.seconds, 2)
+        if getattr(cfg, "stage", None) == "rl" and cfg.engine == "alignpipe":
+            es = cfg.engine_settings
+            gae = es.advantage == "gae" or (es.advantage is None and cfg.algorithm == "ppo")
+            output.metadata["critic"] = es.critic.init if gae and es.critic is not None else "none"
 
 
 # ----------------------------------------------------------------------------------- prepare_data
@@ -283,11 +353,16 @@ def _copy_data(src_uri: str, dest: Path) -> None:
 
 
 def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, Any], seed: int = 0,
-                 base_model: str | None = None) -> dict:
+                 base_model: str | None = None, formats: dict[str, str] | None = None) -> dict:
     """Validate every data set the pipeline needs and hand each on as a Dataset artifact.
 
     - `uris`: split -> data set URI ("" = not given). If no URI is given at all, the embedded demo data
       (seed `seed`) is written instead.
+    - `formats`: split -> source format (`alignpipe.data.convert.SOURCE_FORMATS`; missing or "" = `auto`).
+      `auto`: a data set that passes as alignpipe's own format is handed on unchanged; otherwise its format
+      is detected and it is converted (`alignpipe.data.convert`). What was detected is printed and recorded
+      in the artifact's metadata (`source_format`, `detected`). A row that cannot be converted is a problem
+      `PATH:LINE: problem (fix)`; with any, the step fails with every one of them and their count.
     - `required`: the splits this pipeline trains/evaluates on; a missing one is an error.
     - `outputs`: split -> KFP Dataset artifact (`.path`, `.metadata`). Splits not given are left as empty
       placeholders with `metadata["rows"] = 0` (`dataset_path()` maps them to None).
@@ -298,12 +373,13 @@ def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, A
         raise ConfigError("base_model: empty — set the pipeline parameter base_model to a hub id (e.g. "
                           "Qwen/Qwen2.5-0.5B-Instruct), an s3:// or local model folder, or `tiny` for the embedded "
                           "test model (or run with --preset demo)")
-    from alignpipe import data
     from alignpipe.data import DataError
 
-    unknown = sorted(set(uris) - set(SPLITS)) + sorted(set(required) - set(SPLITS))
+    unknown = sorted(set(uris) - set(SPLITS)) + sorted(set(required) - set(SPLITS)) + sorted(set(formats or {}) - set(SPLITS))
     if unknown:
         raise ConfigError(f"prepare_data: unknown split(s) {', '.join(unknown)} (choose from {', '.join(SPLITS)})")
+    param_of = {split: param for param, split in DATA_PARAMS.items()}
+    fmts = {split: check_format(format_param(param_of[split]), (formats or {}).get(split)) for split in SPLITS}
     given = {k: v for k, v in uris.items() if v}
     demo = not given
     problems: list[str] = []
@@ -338,13 +414,12 @@ def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, A
                 Path(art.path).write_bytes(b"")
                 art.metadata.update({"rows": 0, "source": "", "kind": kind})
                 continue
-            report = data.validate(uri, kind)
+            report, source = _take_in(uri, kind, fmts[split], Path(art.path), format_param(param_of[split]))
             if not report.ok:
                 problems.extend(report.problems)
                 continue
-            _copy_data(uri, Path(art.path))
             info = {"rows": report.rows, "format": report.format, "digest": report.digest, "kind": kind,
-                    "source": "demo" if demo else DEMO_URI + named[split] if split in named else uri}
+                    "source": "demo" if demo else DEMO_URI + named[split] if split in named else uri, **source}
             art.metadata.update(info)
             summary[split] = info
     finally:
@@ -352,6 +427,61 @@ def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, A
     if problems:
         raise DataError(problems)
     return summary
+
+
+def _take_in(uri: str, kind: str, fmt: str, dest: Path, param: str):
+    """Hand data set `uri` on to `dest` in alignpipe's format: (validation report, source metadata).
+
+    `alignpipe` (or `auto` on a file that passes as alignpipe's format): validated and copied unchanged.
+    Otherwise converted from `fmt` (`auto`: detected) to JSON Lines at `dest` and validated there. The
+    report's problems are `PATH:LINE: problem (fix)` lines, one per row that cannot be taken in."""
+    from alignpipe import data
+    from alignpipe.data import convert
+
+    if fmt in (AUTO_FORMAT, "alignpipe"):
+        report = data.validate(uri, kind)
+        if report.ok or fmt == "alignpipe":
+            if report.ok:
+                _copy_data(uri, dest)
+                if fmt == AUTO_FORMAT:
+                    print(f"{param}: {uri}: detected format alignpipe: the rows pass as {report.format} "
+                          "(handed on unchanged)", flush=True)
+            detected = f"detected format alignpipe ({report.format})" if fmt == AUTO_FORMAT else ""
+            return report, {"source_format": "alignpipe", "detected": detected}
+    try:
+        table = convert.read_source(uri)
+        rows, conv = convert.convert_table(table, fmt, kind)
+    except convert.ConversionError as e:
+        if fmt == AUTO_FORMAT:  # neither alignpipe's format nor a known one: alignpipe's own problems say most
+            return report, {}
+        return _failed(uri, kind, [f"{param}={fmt}: {p}" if not p.startswith(uri) else p for p in e.problems]), {}
+    if fmt == AUTO_FORMAT and conv.source_format == "alignpipe":  # looks like ours, yet does not validate
+        return report, {}
+    if conv.detected:
+        print(f"{param}: {uri}: {conv.detected}", flush=True)
+    if conv.problems:
+        closing = (f"{uri}: {len(conv.problems)} of {conv.rows_in} rows cannot be converted from {conv.source_format} "
+                   f"({kind}); nothing is trained on a partly converted data set (fix the rows, or convert it with "
+                   f"`alignpipe data convert --from {conv.source_format} --max-bad N` and give the converted file)")
+        return _failed(uri, kind, [*conv.problems, closing]), {}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    from alignpipe.data.io import write_jsonl
+
+    write_jsonl([row for _, row in rows], dest)
+    report = data.validate(str(dest), kind)
+    if not report.ok:
+        return _failed(uri, kind, [f"{uri}: after conversion from {conv.source_format}: {p}" for p in report.problems]), {}
+    print(f"{param}: {uri}: converted {report.rows} of {conv.rows_in} rows from {conv.source_format} to "
+          f"{report.format}", flush=True)
+    return report, {"source_format": conv.source_format, "detected": conv.detected, "converted_rows": report.rows}
+
+
+def _failed(uri: str, kind: str, problems: list[str]):
+    from alignpipe.data.errors import ValidationReport
+
+    return ValidationReport(path=uri, kind=kind, rows=0, format="unknown", digest="", problems=problems)
 
 
 def registry_outputs(result) -> dict:

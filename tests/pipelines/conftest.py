@@ -18,7 +18,7 @@ def _isolated_env(session_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ALIGNPIPE_PARENT_RUN_ID", raising=False)
     for name in ("ALIGNPIPE_IMAGE", "ALIGNPIPE_GPU_IMAGE", "ALIGNPIPE_GPU_RESOURCE", "ALIGNPIPE_GPU_NODE_SELECTOR",
-                 "ALIGNPIPE_GPU_TOLERATIONS", "ALIGNPIPE_S3_SECRET", "ALIGNPIPE_MLFLOW_SECRET",
+                 "ALIGNPIPE_GPU_TOLERATIONS", "ALIGNPIPE_S3_SECRET", "ALIGNPIPE_MLFLOW_SECRET", "ALIGNPIPE_REWARD_SECRET",
                  "ALIGNPIPE_NAMESPACE", "ALIGNPIPE_PIPELINE_SERVICE_ACCOUNT", "KF_PIPELINES_SA_TOKEN_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)

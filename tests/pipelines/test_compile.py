@@ -181,8 +181,8 @@ def test_signatures_match_the_parameter_table():
                 assert not missing, f"{name}: {stage} parameters missing {missing}"
         typed = {t.param for sp in steps.STAGE_PARAMS.values() for t in sp.typed}
         other = params - typed - {sp.config_param for sp in steps.STAGE_PARAMS.values()}
-        allowed = {"sft_data", "preference_data", "preference_eval_data", "rl_data", "eval_data", "gpu_tolerations",
-                   "gpu_node_selector", "s3_secret", "mlflow_secret"}
+        allowed = {*steps.DATA_PARAMS, *steps.FORMAT_PARAMS, "gpu_tolerations", "gpu_node_selector", "s3_secret",
+                   "mlflow_secret", "reward_secret"}
         acc = {f"{prefix}_accelerator_{k}" for prefix in common.ACCELERATOR_PREFIX.values() for k in ("type", "count")}
         assert other <= allowed | acc, f"{name}: parameters outside the tables: {other - allowed - acc}"
 
@@ -221,6 +221,7 @@ def test_environment_sets_compile_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("ALIGNPIPE_GPU_TOLERATIONS", json.dumps(tol))
     monkeypatch.setenv("ALIGNPIPE_S3_SECRET", "team-s3")
     monkeypatch.setenv("ALIGNPIPE_MLFLOW_SECRET", "team-mlflow")
+    monkeypatch.setenv("ALIGNPIPE_REWARD_SECRET", "team-reward-token")
     path = runs.compile_all(tmp_path, names=("rlvr",))["rlvr"]
     spec = next(yaml.safe_load_all(path.read_text()))
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -229,6 +230,7 @@ def test_environment_sets_compile_defaults(monkeypatch, tmp_path):
     assert params["gpu_tolerations"]["defaultValue"] == tol
     assert params["s3_secret"]["defaultValue"] == "team-s3"
     assert params["mlflow_secret"]["defaultValue"] == "team-mlflow"
+    assert params["reward_secret"]["defaultValue"] == "team-reward-token"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"reg.example/a:1", "reg.example/a-gpu:1"}
 
@@ -308,3 +310,93 @@ def test_training_steps_keep_their_state_under_the_pipeline_root(tmp_path, monke
     plain = runs.compile_all(tmp_path / "b", names=("sft",))["sft"]
     execs = yaml.safe_load_all(plain.read_text()).__next__()["deploymentSpec"]["executors"]
     assert "ALIGNPIPE_STATE_URI" not in {e["name"] for e in execs["exec-sft"]["container"].get("env", [])}
+
+
+# ------------------------------------------------------------------ the reward service's token (issue 13)
+
+
+def _secret_env(plat: dict, task: dict) -> set[tuple]:
+    k = plat["platforms"]["kubernetes"]["deploymentSpec"]["executors"][task["componentRef"]["name"].replace("comp-", "exec-")]
+    return {(s["secretNameParameter"]["componentInputParameter"], kv["secretKey"], kv["envVar"], s["optional"])
+            for s in k["secretAsEnv"] for kv in s["keyToEnv"]}
+
+
+@pytest.mark.parametrize("name", list(EDGES))
+def test_rl_and_evaluate_take_the_reward_token_optionally(compiled, name):
+    """The RL and evaluate steps get ALIGNPIPE_REWARD_TOKEN (what alignpipe.rewards.code reads) from the Secret
+    named by `reward_secret`, optional (a cluster without the reward service runs the same pipeline); the
+    other steps never see it."""
+    _, docs = compiled
+    spec, plat = docs[name]
+    for t, task in _tasks(spec).items():
+        token = {e for e in _secret_env(plat, task) if e[2] == "ALIGNPIPE_REWARD_TOKEN"}
+        if t in ("rl", "evaluate"):
+            assert token == {("reward_secret", "ALIGNPIPE_REWARD_TOKEN", "ALIGNPIPE_REWARD_TOKEN", True)}, t
+        else:
+            assert not token, t
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["reward_secret"]["defaultValue"] == common.Platform().reward_secret == "alignpipe-reward-server"
+    with pytest.raises(runs.PipelineError, match="reward_secret: 'Bad_Name' is not a Kubernetes Secret name"):
+        runs.check_params(runs.load(name), {"reward_secret": "Bad_Name"})
+
+
+def test_the_reward_secret_default_is_the_one_the_chart_creates():
+    """The chart (release `alignpipe`, rewardServer.enabled) creates the token Secret under the pipelines' default
+    name and key, in the namespace the pipelines run in."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec_ = importlib.util.spec_from_file_location("render_manifests", root / "scripts" / "render_manifests.py")
+    rm = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(rm)
+    values = yaml.safe_load((root / "helm" / "alignpipe" / "values.yaml").read_text())
+    assert values["rewardServer"]["token"] == {"existingSecret": "", "key": "ALIGNPIPE_REWARD_TOKEN"}
+    out = rm.render_chart({"rewardServer": {"enabled": True}}, name="alignpipe", namespace="kubeflow",
+                          chart=root / "helm" / "alignpipe")
+    secrets = [d for _, d in rm.split_docs(out) if d and d["kind"] == "Secret"
+               and d["metadata"]["name"] == common.Platform().reward_secret]
+    assert [d["metadata"]["namespace"] for d in secrets] == ["kubeflow"]
+    assert set(secrets[0]["data"]) == set(common.REWARD_TOKEN_KEYS) == {values["rewardServer"]["token"]["key"]}
+    assert set(common.REWARD_TOKEN_KEYS.values()) == {"ALIGNPIPE_REWARD_TOKEN"}
+
+
+# ------------------------------------------------------------------------------ rl_engine, ppo (issue 11)
+
+
+def _rl_cfg(name: str, given: dict):
+    values = runs.check_params(runs.load(name), given)
+    typed = {t.arg: values[t.param] for t in steps.STAGE_PARAMS["rl"].typed}
+    paths = {"model": "/m", "train_data": "/d", "output_dir": "/o"}
+    if name == "rlhf":
+        paths["reward_model"] = "/rm"
+    notes: list[str] = []
+    return steps.stage_config("rl", values["rl_config"], typed, paths, notes=notes), notes
+
+
+def test_rl_engine_and_ppo_in_rlhf_and_rlvr(compiled):
+    _, docs = compiled
+    for name in ("rlhf", "rlvr"):
+        params = docs[name][0]["root"]["inputDefinitions"]["parameters"]
+        assert params["rl_engine"]["defaultValue"] == "trl"
+        assert docs[name][0]["root"]["dag"]["tasks"]["rl"]["inputs"]["parameters"]["engine"] == {
+            "componentInputParameter": "rl_engine"}
+    cfg, notes = _rl_cfg("rlhf", {})
+    assert (cfg.algorithm, cfg.engine, notes) == ("grpo", "trl", [])
+    cfg, notes = _rl_cfg("rlhf", {"rl_engine": "alignpipe"})
+    assert (cfg.algorithm, cfg.engine, notes) == ("grpo", "alignpipe", [])
+    # ppo: runs on alignpipe's engine (TRL has none); in rlhf the critic starts from the reward model
+    cfg, notes = _rl_cfg("rlhf", {"rl_algorithm": "ppo"})
+    assert (cfg.algorithm, cfg.engine, cfg.engine_settings.critic.init) == ("ppo", "alignpipe", "reward_model")
+    assert notes == [steps.PPO_ENGINE_NOTE, steps.CRITIC_NOTE]
+    cfg, notes = _rl_cfg("rlhf", {"rl_algorithm": "ppo", "rl_engine": "alignpipe",
+                                  "rl_config": {"engine_settings": {"critic": {"init": "policy", "lam": 0.9}}}})
+    assert (cfg.engine_settings.critic.init, cfg.engine_settings.critic.lam, notes) == ("policy", 0.9, [])
+    cfg, notes = _rl_cfg("rlhf", {"rl_algorithm": "ppo", "rl_config": {"engine_settings": {"critic": {"lam": 0.9}}}})
+    assert (cfg.engine_settings.critic.init, cfg.engine_settings.critic.lam) == ("reward_model", 0.9)
+    cfg, notes = _rl_cfg("rlvr", {"rl_algorithm": "ppo"})  # no reward model: the critic is a copy of the policy
+    assert (cfg.engine, cfg.engine_settings.critic.init, notes) == ("alignpipe", "policy", [steps.PPO_ENGINE_NOTE])
+    with pytest.raises(UserError, match="rl_config: engine: set by the pipeline parameter rl_engine"):
+        runs.check_params(runs.load("rlvr"), {"rl_config": {"engine": "alignpipe"}})
+    with pytest.raises(runs.PipelineError, match="rl_engine"):
+        runs.parse_params(runs.load("sft"), ["rl_engine=alignpipe"])

@@ -115,7 +115,7 @@ def test_rl(chain):
     out = arts(d / "rl", "model", "metrics", "report")
     cfg = {"generation": {"max_new_tokens": 5}, "grpo": {"num_generations": 4}, "training": {"batch_size": 8,
                                                                                          "logging_steps": 1}}
-    components.rl.python_func(**SCALE, config=cfg, algorithm="grpo",
+    components.rl.python_func(**SCALE, config=cfg, algorithm="grpo", engine="trl",
                               rewards=[{"name": "exact_match"}, {"name": "reward_model", "weight": 0.1}], max_steps=2,
                               learning_rate=3e-5, seed=0, sft_model=chain["sft"], train_data=data["rl_train"],
                               reward_model=chain["rm"], **out)
