@@ -272,6 +272,23 @@ class CriticSettings(_Strict):
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
 
 
+class TemperatureControlSettings(_Strict):
+    """AceReason's entropy control on the alignpipe engine: after each rollout step the sampling temperature T is
+    set to clip(T x exp(rate x (target - H)), min_temperature, max_temperature), H the step's mean token entropy at
+    temperature T, so the temperature-adjusted entropy stays near `target`. Starts at generation.temperature."""
+
+    target: float = Field(0.3, gt=0, description="Temperature-adjusted token entropy to hold (nats).")
+    rate: float = Field(0.5, gt=0, description="Step size of the multiplicative update per nat of entropy gap.")
+    min_temperature: float = Field(0.3, ge=0.05, description="Lowest temperature the controller sets.")
+    max_temperature: float = Field(2.0, gt=0, description="Highest temperature the controller sets.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TemperatureControlSettings":
+        if self.min_temperature > self.max_temperature:
+            raise ValueError("engine_settings.temperature_control: min_temperature must be <= max_temperature")
+        return self
+
+
 class RLEngineSettings(_Strict):
     """Settings of alignpipe's own RL engine (`engine: alignpipe`); plug-in names are listed by
     `alignpipe.rl.describe()`. Group size is `grpo.num_generations`, completions per step `training.batch_size`
@@ -279,7 +296,8 @@ class RLEngineSettings(_Strict):
 
     advantage: str | None = Field(None, description="Advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae "
                                   "(default from algorithm: ppo -> gae, grpo -> grpo, rloo -> rloo).")
-    loss: str | None = Field(None, description="Policy loss: ppo_clip, nft, copg, sft_on_positive (default ppo_clip).")
+    loss: str | None = Field(None, description="Policy loss: ppo_clip, nft, copg, sft_on_positive, alol (default "
+                             "ppo_clip).")
     aggregation: str | None = Field(None, description="token_mean, seq_mean or token_sum_norm (default token_mean; "
                                     "token_sum_norm for dr_grpo).")
     epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
@@ -295,6 +313,9 @@ class RLEngineSettings(_Strict):
     copg_beta: float = Field(0.1, gt=0, description="CoPG's regularisation toward the reference log-ratio.")
     length_bonus: float = Field(0.0, description="Reward shaping: + weight x completion tokens / max_new_tokens.")
     reward_clip: float | None = Field(None, gt=0, description="Clip the summed reward to +-this.")
+    temperature_control: TemperatureControlSettings | None = Field(
+        None, description="Adapt the sampling temperature to hold a target entropy (AceReason); null: fixed "
+        "generation.temperature.")
 
 
 class SamplerSettings(_Strict):

@@ -22,6 +22,8 @@ from alignpipe import sampling
 
 from . import critic as critic_lib
 from . import rollout
+from .entropy import TemperatureController
+from .state import EngineCheckpoints, last_logged_step, load_policy_weights, policy_weights, rng_state, set_rng_state
 from .advantages import AdvantageInput, masked_whiten
 from .losses import LossInput
 from .registry import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, LOSSES
@@ -127,9 +129,12 @@ def _stats(prefix: str, x: torch.Tensor, mask: torch.Tensor) -> dict[str, float]
             f"{prefix}/min": float(vals.min()), f"{prefix}/max": float(vals.max())}
 
 
-def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=None, sampler=None) -> EngineResult:
+def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=None, sampler=None,
+          ckpt=None) -> EngineResult:
     """Run the engine on `model` (trained in place unless LoRA wraps it) and return the result. Prompts are
-    drawn by `sampler` (default: `cfg.sampler` built over `train_data`, see `alignpipe.sampling`)."""
+    drawn by `sampler` (default: `cfg.sampler` built over `train_data`, see `alignpipe.sampling`). With `ckpt`
+    (the stage's `alignpipe.checkpoints.Checkpoints`) the run resumes from the newest complete checkpoint and
+    writes new ones (see `alignpipe.rl.state`)."""
     from transformers import get_scheduler
 
     p = plan(cfg)
@@ -179,8 +184,36 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         copt = torch.optim.AdamW(critic.parameters(), lr=es.critic.learning_rate, weight_decay=t.weight_decay)
 
     smp = sampler if sampler is not None else sampling.from_rows(cfg.sampler, rows, seed=t.seed)
+    controller = (TemperatureController.from_settings(es.temperature_control, gen.temperature)
+                  if es.temperature_control is not None else None)
 
-    def draw(step: int):
+    history: list[dict[str, float]] = []
+    updates = start = 0
+    saver = EngineCheckpoints(ckpt, t)
+    restored = saver.restore()
+    if restored is not None:
+        load_policy_weights(model, restored["policy"])
+        opt.load_state_dict(restored["optimizer"])
+        sched.load_state_dict(restored["scheduler"])
+        if critic is not None:
+            critic.load_state_dict(restored["critic"])
+            copt.load_state_dict(restored["critic_optimizer"])
+        smp.load_state_dict(restored["sampler"])
+        if controller is not None and restored.get("temperature") is not None:
+            controller.load_state_dict(restored["temperature"])
+        set_rng_state(restored["rng"])
+        start, updates, history = restored["step"], restored["optimizer_steps"], restored["history"]
+    logged = last_logged_step(tracker) if restored is not None else -1
+
+    def state(done: int) -> dict[str, Any]:
+        return {"step": done, "optimizer_steps": updates, "history": history, "policy": policy_weights(model),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "critic": critic.state_dict() if critic is not None else None,
+                "critic_optimizer": copt.state_dict() if copt is not None else None,
+                "sampler": smp.state_dict(), "temperature": controller.state_dict() if controller else None,
+                "rng": rng_state()}
+
+    def draw(step: int, temperature: float):
         """(prompt indices, rollout, scores) of a full batch; with drops_equal_groups (DAPO dynamic sampling)
         groups whose rewards are all equal are dropped and more prompts drawn, at most smp.max_attempts times;
         a batch still short is filled with dropped groups (never a short batch)."""
@@ -190,7 +223,7 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         for attempt in range(smp.max_attempts if smp.drops_equal_groups else 1):
             idx = smp.select(n_prompts - len(kept), step)
             prompts = [rows[i]["prompt"] for i in idx]
-            ro = rollout.sample(model, tokenizer, prompts, k, gen.max_new_tokens, gen.temperature, gen.top_p)
+            ro = rollout.sample(model, tokenizer, prompts, k, gen.max_new_tokens, temperature, gen.top_p)
             flat_prompts = [pr for pr in prompts for _ in range(k)]
             cols = {c: [rows[i].get(c) for i in idx for _ in range(k)] for c in columns}
             sc = reward_lib.score(funcs, weights, flat_prompts, _completion_objs(flat_prompts, ro.texts), **cols)
@@ -214,107 +247,113 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
                 scored.setdefault(name, []).extend(vals[j * k:(j + 1) * k])
         return [d[0] for d in kept], _concat(parts, tokenizer.pad_token_id), scored
 
-    history: list[dict[str, float]] = []
-    updates = 0
-    for step in range(t.max_steps):
-        t0 = time.perf_counter()
-        chosen, ro, scored = draw(step)
-        mask = ro.completion_mask
-        raw = torch.tensor([0.0 if math.isnan(v) else v for v in scored["total"]])
-        scores = raw.clone()
-        lengths = mask.sum(-1)
-        if es.length_bonus:
-            scores = scores + es.length_bonus * lengths / gen.max_new_tokens
-        if es.reward_clip is not None:
-            scores = scores.clamp(-es.reward_clip, es.reward_clip)
+    with saver:
+        for step in range(start, t.max_steps):
+            temp = controller.temperature if controller is not None else gen.temperature
+            t0 = time.perf_counter()
+            chosen, ro, scored = draw(step, temp)
+            mask = ro.completion_mask
+            raw = torch.tensor([0.0 if math.isnan(v) else v for v in scored["total"]])
+            scores = raw.clone()
+            lengths = mask.sum(-1)
+            if es.length_bonus:
+                scores = scores + es.length_bonus * lengths / gen.max_new_tokens
+            if es.reward_clip is not None:
+                scores = scores.clamp(-es.reward_clip, es.reward_clip)
 
-        with torch.no_grad():
-            old_logp, entropy = rollout.token_logprobs(model, ro, gen.temperature, entropy=True)
-            ref_logp = rollout.token_logprobs(ref, ro, gen.temperature)[0] if ref is not None else None
-            values = rollout.token_values(critic, ro) if critic is not None else None
-        token_rewards = torch.zeros_like(old_logp)
-        last = (lengths - 1).clamp(min=0).long()
-        token_rewards[torch.arange(len(last)), last] = scores
-        kl_tok = kl_fn(old_logp, ref_logp) * mask if ref_logp is not None else None
-        if kl_tok is not None and p.kl_mode == "reward":
-            token_rewards = token_rewards - es.kl.beta * kl_tok
-        adv, returns = advantage_fn(AdvantageInput(token_rewards, mask, k, values, es.critic.gamma if es.critic else 1.0,
-                                                   es.critic.lam if es.critic else 0.95))
-        if p.whiten:
-            adv = masked_whiten(adv, mask)
-        adv = adv.detach()
-        seq_abs_adv = (adv.abs() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        smp.observe(chosen, raw.view(n_prompts, k).tolist(), step, seq_abs_adv.view(n_prompts, k).mean(-1).tolist())
+            with torch.no_grad():
+                old_logp, entropy = rollout.token_logprobs(model, ro, temp, entropy=True)
+                ref_logp = rollout.token_logprobs(ref, ro, temp)[0] if ref is not None else None
+                values = rollout.token_values(critic, ro) if critic is not None else None
+            token_rewards = torch.zeros_like(old_logp)
+            last = (lengths - 1).clamp(min=0).long()
+            token_rewards[torch.arange(len(last)), last] = scores
+            kl_tok = kl_fn(old_logp, ref_logp) * mask if ref_logp is not None else None
+            if kl_tok is not None and p.kl_mode == "reward":
+                token_rewards = token_rewards - es.kl.beta * kl_tok
+            adv, returns = advantage_fn(AdvantageInput(token_rewards, mask, k, values, es.critic.gamma if es.critic else 1.0,
+                                                       es.critic.lam if es.critic else 0.95))
+            if p.whiten:
+                adv = masked_whiten(adv, mask)
+            adv = adv.detach()
+            seq_abs_adv = (adv.abs() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+            smp.observe(chosen, raw.view(n_prompts, k).tolist(), step, seq_abs_adv.view(n_prompts, k).mean(-1).tolist())
 
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
 
-        def add(name: str, v: float) -> None:
-            sums[name] = sums.get(name, 0.0) + float(v)
-            counts[name] = counts.get(name, 0) + 1
+            def add(name: str, v: float) -> None:
+                sums[name] = sums.get(name, 0.0) + float(v)
+                counts[name] = counts.get(name, 0) + 1
 
-        options = dict(clip_eps=es.clip_eps, clip_eps_high=es.clip_eps_high, positive_threshold=es.positive_threshold,
-                       copg_beta=es.copg_beta)
-        for _epoch in range(es.epochs):
-            groups = torch.randperm(n_prompts)
-            for chunk in torch.tensor_split(groups, n_mb):
-                idx = (chunk[:, None] * k + torch.arange(k)[None]).reshape(-1)
-                sub = ro.select(idx)
-                logp, ent = rollout.token_logprobs(model, sub, gen.temperature, entropy=es.entropy_coef > 0)
-                m = mask[idx]
-                li = LossInput(logp=logp, old_logp=old_logp[idx], advantages=adv[idx], mask=m, scores=scores[idx],
-                               group_size=k, ref_logp=ref_logp[idx] if ref_logp is not None else None,
-                               aggregation=p.aggregation, max_tokens=gen.max_new_tokens, options=options)
-                loss, lm = loss_fn(li)
-                add("policy_loss", loss.item())
-                for name, v in lm.items():
-                    add(name, v)
-                if ref_logp is not None and p.kl_mode == "loss":
-                    kl = agg_fn(kl_fn(logp, ref_logp[idx]), m, gen.max_new_tokens)
-                    loss = loss + es.kl.beta * kl
-                if es.entropy_coef:
-                    loss = loss - es.entropy_coef * agg_fn(ent, m, gen.max_new_tokens)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                add("grad_norm", torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm).item())
-                opt.step()
-                sched.step()
-                updates += 1
-                add("loss", loss.item())
-                if critic is not None:
-                    v_new = rollout.token_values(critic, sub)
-                    vl, vclip = critic_lib.value_loss(v_new, values[idx], returns[idx], m, es.critic.value_clip)
-                    copt.zero_grad(set_to_none=True)
-                    vl.backward()
-                    torch.nn.utils.clip_grad_norm_(critic.parameters(), t.max_grad_norm)
-                    copt.step()
-                    add("value_loss", vl.item())
-                    add("value_clip_ratio", vclip)
+            options = dict(clip_eps=es.clip_eps, clip_eps_high=es.clip_eps_high, positive_threshold=es.positive_threshold,
+                           copg_beta=es.copg_beta)
+            for _epoch in range(es.epochs):
+                groups = torch.randperm(n_prompts)
+                for chunk in torch.tensor_split(groups, n_mb):
+                    idx = (chunk[:, None] * k + torch.arange(k)[None]).reshape(-1)
+                    sub = ro.select(idx)
+                    logp, ent = rollout.token_logprobs(model, sub, temp, entropy=es.entropy_coef > 0)
+                    m = mask[idx]
+                    li = LossInput(logp=logp, old_logp=old_logp[idx], advantages=adv[idx], mask=m, scores=scores[idx],
+                                   group_size=k, ref_logp=ref_logp[idx] if ref_logp is not None else None,
+                                   aggregation=p.aggregation, max_tokens=gen.max_new_tokens, options=options)
+                    loss, lm = loss_fn(li)
+                    add("policy_loss", loss.item())
+                    for name, v in lm.items():
+                        add(name, v)
+                    if ref_logp is not None and p.kl_mode == "loss":
+                        kl = agg_fn(kl_fn(logp, ref_logp[idx]), m, gen.max_new_tokens)
+                        loss = loss + es.kl.beta * kl
+                    if es.entropy_coef:
+                        loss = loss - es.entropy_coef * agg_fn(ent, m, gen.max_new_tokens)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    add("grad_norm", torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm).item())
+                    opt.step()
+                    sched.step()
+                    updates += 1
+                    add("loss", loss.item())
+                    if critic is not None:
+                        v_new = rollout.token_values(critic, sub)
+                        vl, vclip = critic_lib.value_loss(v_new, values[idx], returns[idx], m, es.critic.value_clip)
+                        copt.zero_grad(set_to_none=True)
+                        vl.backward()
+                        torch.nn.utils.clip_grad_norm_(critic.parameters(), t.max_grad_norm)
+                        copt.step()
+                        add("value_loss", vl.item())
+                        add("value_clip_ratio", vclip)
 
-        entry: dict[str, float] = {"step": float(step + 1), "reward": float(raw.mean()),
-                                   "reward_std": float(raw.std()) if raw.numel() > 1 else 0.0,
-                                   "shaped_reward": float(scores.mean()),
-                                   "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)),
-                                   "completion_length": float(lengths.mean()),
-                                   "learning_rate": float(sched.get_last_lr()[0]), "optimizer_steps": float(updates),
-                                   "step_seconds": time.perf_counter() - t0}
-        for name, vals in scored.items():
-            if name != "total":
-                finite = [v for v in vals if not math.isnan(v)]
-                if finite:
-                    entry[f"rewards/{name}/mean"] = sum(finite) / len(finite)
-        if kl_tok is not None:
-            entry["kl"] = float(kl_tok.sum() / mask.sum().clamp(min=1))
-        entry.update(_stats("advantages", adv, mask))
-        if values is not None:
-            entry.update(_stats("values", values, mask))
-        entry.update({name: sums[name] / counts[name] for name in sums})
-        entry.update(smp.metrics())
-        history.append(entry)
-        if tracker is not None and (step % max(1, t.logging_steps) == 0 or step == t.max_steps - 1):
-            tracker.log_metrics({f"train/{name}": v for name, v in entry.items() if name != "step"}, step=step + 1)
-        if log is not None:
-            log(entry)
+            entry: dict[str, float] = {"step": float(step + 1), "reward": float(raw.mean()),
+                                       "reward_std": float(raw.std()) if raw.numel() > 1 else 0.0,
+                                       "shaped_reward": float(scores.mean()),
+                                       "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)),
+                                       "completion_length": float(lengths.mean()),
+                                       "learning_rate": float(sched.get_last_lr()[0]), "optimizer_steps": float(updates),
+                                       "step_seconds": time.perf_counter() - t0}
+            for name, vals in scored.items():
+                if name != "total":
+                    finite = [v for v in vals if not math.isnan(v)]
+                    if finite:
+                        entry[f"rewards/{name}/mean"] = sum(finite) / len(finite)
+            if kl_tok is not None:
+                entry["kl"] = float(kl_tok.sum() / mask.sum().clamp(min=1))
+            entry.update(_stats("advantages", adv, mask))
+            if values is not None:
+                entry.update(_stats("values", values, mask))
+            entry.update({name: sums[name] / counts[name] for name in sums})
+            entry.update(smp.metrics())
+            entry["temperature"] = temp
+            if controller is not None:
+                entry["next_temperature"] = controller.update(entry["entropy"])
+            history.append(entry)
+            if tracker is not None and step + 1 > logged and (step % max(1, t.logging_steps) == 0
+                                                                or step == t.max_steps - 1):
+                tracker.log_metrics({f"train/{name}": v for name, v in entry.items() if name != "step"}, step=step + 1)
+            if log is not None:
+                log(entry)
+            if saver.due(step + 1, t.max_steps):
+                saver.save(step + 1, state(step + 1))
 
     return EngineResult(model, critic, _summary(history, updates), history, sampler=smp)
 
@@ -329,7 +368,7 @@ def _first_last(history: list[dict], key: str) -> tuple[float, float] | None:
 
 def _summary(history: list[dict], updates: int) -> dict[str, float]:
     metrics = {"train/steps": float(len(history)), "train/optimizer_steps": float(updates)}
-    keys = ["reward", "kl", "entropy", "value_loss", "clip_ratio"]
+    keys = ["reward", "kl", "entropy", "temperature", "value_loss", "clip_ratio"]
     keys += sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")})
     for key in keys:
         fl = _first_last(history, key)

@@ -167,7 +167,7 @@ def _run_alignpipe(cfg, model, tokenizer, train, funcs, weights, tr, run_name, c
     from alignpipe import rl
 
     tr.log_params(rl.plan(cfg).as_params())
-    result = rl.train(cfg, model, tokenizer, train, funcs, weights, tracker=tr)
+    result = rl.train(cfg, model, tokenizer, train, funcs, weights, tracker=tr, ckpt=ckpt)
     return result, result.metrics, result.history
 
 

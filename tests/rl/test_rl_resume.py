@@ -1,0 +1,98 @@
+"""Checkpoint/resume of the engine: a PPO run stopped right after its mid-run checkpoint and resumed in a fresh
+process with empty local folders ends with the same weights as an uninterrupted run of the same config and seed.
+
+The checkpoint holds the policy, its optimizer and scheduler, the critic and its optimizer, the python/numpy/torch
+RNG states, the prompt sampler's state and the temperature controller's, so the resumed run samples the same
+completions and mini-batch orders: on the CPU, with one torch thread in every process, the weights are
+bit-identical (no tolerance needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignpipe.rl import state
+
+
+class Killed(Exception):
+    pass
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("engine_driver.py")
+STEPS = 4
+
+
+def _config(data: str, out: str) -> dict:
+    return {"model": "tiny", "train_data": data, "output_dir": out, "tracking": False, "algorithm": "ppo",
+            "engine": "alignpipe", "rewards": [{"name": "digit_share"}],
+            "generation": {"max_new_tokens": 6, "temperature": 1.0}, "grpo": {"num_generations": 4},
+            "sampler": {"name": "difficulty_target", "success_threshold": 0.3},
+            "engine_settings": {"minibatches": 2, "critic": {"learning_rate": 1e-3},
+                                "temperature_control": {"target": 3.0, "rate": 0.2, "min_temperature": 0.5}},
+            "training": {"max_steps": STEPS, "save_steps": 2, "save_minutes": None, "batch_size": 8,
+                         "learning_rate": 3e-3, "lr_scheduler": "linear", "warmup_steps": 1, "logging_steps": 1,
+                         "seed": 0}}
+
+
+def _pod(tmp: Path, name: str, spec: dict, state_uri: str) -> subprocess.CompletedProcess:
+    pod = tmp / name
+    pod.mkdir()
+    (pod / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "ALIGNPIPE_CACHE_DIR": str(pod / "cache"), "ALIGNPIPE_CHECKPOINT_DIR": str(pod / "ckpt"),
+           "ALIGNPIPE_WORKDIR": str(pod), "ALIGNPIPE_STATE_URI": state_uri, "ALIGNPIPE_FORCE_RERUN": "1"}
+    return subprocess.run([sys.executable, str(DRIVER), str(pod / "spec.json")], env=env, capture_output=True,
+                          text=True, timeout=180, cwd=ROOT)
+
+
+def test_killed_ppo_run_resumes_to_the_same_weights(demo_data, tmp_path, weights, monkeypatch):
+    sys.path.insert(0, str(DRIVER.parent))
+    import engine_driver
+
+    from alignpipe import config
+    from alignpipe.stages import rl as rl_stage
+
+    engine_driver.register_reward()
+    monkeypatch.setenv("ALIGNPIPE_STATE_URI", str(tmp_path / "ref-state"))
+    ref = rl_stage.run(config.validate("rl", _config(demo_data["rl_train"], str(tmp_path / "ref"))))
+    want = weights.load(str(tmp_path / "ref"))
+
+    # The interrupted run: stopped (an exception, as a kill would) as soon as checkpoint 2 is published.
+    store = str(tmp_path / "store")
+    cfg = _config(demo_data["rl_train"], str(tmp_path / "out"))
+    monkeypatch.setenv("ALIGNPIPE_STATE_URI", store)
+    original = state.EngineCheckpoints.save
+
+    def save_then_stop(self, done, st):
+        original(self, done, st)
+        raise Killed(done)
+
+    monkeypatch.setattr(state.EngineCheckpoints, "save", save_then_stop)
+    with pytest.raises(Killed):
+        rl_stage.run(config.validate("rl", cfg))
+    monkeypatch.undo()
+    ckpts = sorted(p.name for p in Path(store).rglob("checkpoint-*") if (p / "MANIFEST.json").exists())
+    assert ckpts == ["checkpoint-2"], ckpts
+    assert not Path(tmp_path / "out").exists()  # nothing published
+
+    second = _pod(tmp_path, "pod2", {"config": cfg, "kill_after_checkpoint": None}, store)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from checkpoint 2" in second.stderr + second.stdout
+    history = json.loads(second.stdout.strip().splitlines()[-1])
+
+    assert [h["step"] for h in history] == [float(s) for s in range(1, STEPS + 1)]  # each step once, none lost
+    assert history[-1]["optimizer_steps"] == STEPS * 2
+    for key in ("reward", "value_loss", "temperature", "entropy"):
+        assert [h[key] for h in history] == [h[key] for h in ref.history], key
+    assert len({h["temperature"] for h in history}) > 2  # the controller moved it, and its state was restored
+    got = weights.load(str(tmp_path / "out"))
+    assert got.keys() == want.keys()
+    assert [k for k in want if not torch.equal(got[k], want[k])] == []
+    assert weights.changed(weights.load(str(tmp_path / "ref")), weights.load(str(tmp_path / "out"))) == []
+    assert not list(Path(store).rglob("checkpoint-*"))  # cleared once the output is published
