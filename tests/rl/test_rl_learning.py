@@ -61,6 +61,7 @@ def test_grpo_learns():
     dict(loss="copg"),
     dict(loss="nft", positive_threshold=0.15),
     dict(loss="sft_on_positive", positive_threshold=0.15),
+    dict(loss="alol"),
     dict(advantage="rloo"),
     dict(advantage="dr_grpo"),
     dict(advantage="reinforce_pp", kl=dict(beta=0.01, estimator="k1")),

@@ -137,6 +137,30 @@ def test_copg_pairwise_loss_and_gradient():
     assert inp.logp.grad[:, 0].tolist() == pytest.approx([-0.9, 0.9])
 
 
+def test_alol_drops_negative_advantage_rows_and_clips_the_importance_weight():
+    logp = torch.tensor([[-1.0, -2.0], [-1.0, -1.0], [-0.5, -3.0]], requires_grad=True)
+    inp = LossInput(logp=logp, old_logp=torch.tensor([[-1.1, -2.0], [-1.0, -1.0], [-1.0, -3.0]]),
+                    advantages=torch.tensor([[1.0, 1.0], [-0.5, -0.5], [2.0, 2.0]]),
+                    mask=torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]), scores=torch.zeros(3), group_size=3,
+                    options={"clip_eps": 0.2})
+    loss, m = LOSSES.get("alol")(inp)
+    # row 0: A = 1, w = e^0.1 (inside [0.8, 1.2]); row 1: A < 0, dropped; row 2: A = 2, w = e^0.5 -> clipped to 1.2.
+    # token mean over the 3 kept tokens of -A w log pi: (e^0.1 * 1 + e^0.1 * 2 + 2 * 1.2 * 0.5) / 3
+    w0 = math.exp(0.1)
+    assert loss.item() == pytest.approx((3 * w0 + 1.2) / 3, abs=1e-6)
+    assert m["kept_fraction"] == pytest.approx(2 / 3) and m["importance_weight_clip_ratio"] == 0.5
+    assert m["importance_weight_mean"] == pytest.approx((w0 + math.exp(0.5)) / 2, abs=1e-6)
+    loss.backward()
+    assert logp.grad.flatten().tolist() == pytest.approx([-w0 / 3, -w0 / 3, 0.0, 0.0, -0.8, 0.0], abs=1e-6)
+    ref = LossInput(logp=logp.detach().clone(), old_logp=logp.detach(), ref_logp=logp.detach() - 1.0,
+                    advantages=torch.ones(3, 2), mask=torch.ones(3, 2), scores=torch.zeros(3), group_size=3,
+                    options={"clip_eps": 0.2, "clip_eps_high": 0.5})
+    assert LOSSES.get("alol")(ref)[1]["importance_weight_clip_ratio"] == 1.0  # against the reference: w = e^2
+    nothing = LossInput(logp=logp.detach().clone().requires_grad_(), old_logp=logp.detach(),
+                        advantages=-torch.ones(3, 2), mask=torch.ones(3, 2), scores=torch.zeros(3), group_size=3)
+    assert LOSSES.get("alol")(nothing)[0].item() == 0.0
+
+
 def test_value_loss_clipping():
     v = torch.tensor([[0.5]], requires_grad=True)
     loss, frac = value_loss(v, torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.ones(1, 1), clip=0.2)

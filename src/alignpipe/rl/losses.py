@@ -139,3 +139,32 @@ def copg(inp: LossInput):
     i, j = _pairs(inp.group_size, inp.logp.shape[0])
     delta = (inp.scores[i] - inp.scores[j]) - beta * (seq_lr[i] - seq_lr[j])
     return (delta ** 2).mean() / (2.0 * beta), {"copg_residual": float(delta.detach().abs().mean())}
+
+
+@LOSSES.register("alol")
+def alol(inp: LossInput):
+    """Advantage-weighted offline policy gradient (A-LoL, Baheti et al. 2024), sequence-level variant.
+
+    Each completion is one action with advantage A = the mean of its token advantages. Rows with A <= 0 are
+    dropped; a kept row is trained with -A w log pi(y|x), w = pi(y|x) / pi_b(y|x) the sequence importance weight
+    against the behaviour policy (the frozen reference when one is loaded, else the sampling policy), detached and
+    clipped to [1 - clip_eps, 1 + clip_eps_high], so the gradient is A-LoL's A w grad log pi. The per-token terms
+    -A w log pi_t are aggregated over the kept rows' tokens (0 when no row is kept)."""
+    eps = float(inp.opt("clip_eps", 0.2))
+    eps_high = float(inp.opt("clip_eps_high", eps))
+    n = inp.mask.sum(-1)
+    seq_adv = (inp.advantages * inp.mask).sum(-1) / n.clamp(min=1)
+    keep = ((seq_adv > 0) & (n > 0)).float()
+    behaviour = inp.ref_logp if inp.ref_logp is not None else inp.old_logp
+    log_w = ((inp.logp.detach() - behaviour) * inp.mask).sum(-1).clamp(-20.0, 20.0)
+    w = torch.exp(log_w)
+    w_clipped = w.clamp(1.0 - eps, 1.0 + eps_high)
+    kept = float(keep.sum())
+    metrics = {"kept_fraction": float(keep.mean()),
+               "importance_weight_mean": float((w * keep).sum() / max(kept, 1.0)),
+               "importance_weight_clip_ratio": float(((w != w_clipped).float() * keep).sum() / max(kept, 1.0))}
+    mask = inp.mask * keep[:, None]
+    if mask.sum() == 0:
+        return (inp.logp * 0.0).sum(), metrics
+    per_token = -(seq_adv * w_clipped)[:, None] * inp.logp
+    return inp.agg(per_token, mask), metrics
