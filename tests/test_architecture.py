@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "alignpipe.data": 3, "alignpipe.models": 3, "alignpipe.rewards": 3, "alignpipe.tracking": 3,
     "alignpipe.report": 3, "alignpipe.sandbox": 3, "alignpipe.evaluation": 3, "alignpipe.distributed": 3,
     "alignpipe.registry": 3, "alignpipe.reuse": 3, "alignpipe.checkpoints": 3,
-    "alignpipe.sampling": 3,
+    "alignpipe.sampling": 3, "alignpipe.serving": 3,
     "alignpipe.rl": 4, "alignpipe.stages": 4,
     "alignpipe.trainjob": 5, "alignpipe.launch": 5,
     "alignpipe.steps": 6,

@@ -73,6 +73,15 @@ def cmd_model_pull(args) -> int:
     return 0
 
 
+def cmd_model_kserve(args) -> int:
+    from alignpipe import serving
+
+    print(serving.render_kserve(args.model, name=args.name, namespace=args.namespace, s3_secret=args.s3_secret,
+                                gpus=args.gpus, s3_endpoint=args.s3_endpoint, max_model_len=args.max_model_len,
+                                tracking_uri=args.tracking_uri), end="")
+    return 0
+
+
 def cmd_diff(args) -> int:
     """Weight-space diff of two models (alignpipe.evaluation.diff): diff.json + diff.html in --out."""
     from alignpipe.evaluation import diff
@@ -263,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     pp.add_argument("--tracking-uri", default=None, help="MLflow tracking server (default MLFLOW_TRACKING_URI)")
     pp.set_defaults(func=cmd_model_pull)
+    ks = msub.add_parser(
+        "kserve", help="print a KServe InferenceService (huggingface runtime, vLLM) + ServiceAccount for a model",
+        description="Render the KServe manifests for a registered model (its s3:// folder, resolved through the "
+                    "MLflow Model Registry) or an s3:// folder: `alignpipe model kserve NAME@champion | kubectl "
+                    "apply -f -` (docs/serving.md).")
+    ks.add_argument("model", help="models:/NAME@ALIAS, NAME@ALIAS, NAME/VERSION, or an s3:// model folder")
+    ks.add_argument("--name", help="InferenceService name (default: the registered model's name)")
+    ks.add_argument("--namespace", default="default", help="namespace; the S3 Secret must be there (default: default)")
+    ks.add_argument("--s3-secret", help="S3 credentials Secret (default ALIGNPIPE_S3_SECRET, the chart's alignpipe-s3)")
+    ks.add_argument("--s3-endpoint", help="S3 endpoint as the cluster reaches it, e.g. http://alignpipe-minio.ns:9000 "
+                    "(default: the endpoint in effect here; none: AWS S3)")
+    ks.add_argument("--gpus", type=int, default=1, help="GPUs per replica (vLLM tensor parallel); 0: CPU, HF backend")
+    ks.add_argument("--max-model-len", type=int, help="vLLM's context length (default: the model's)")
+    ks.add_argument("--tracking-uri", default=None, help="MLflow tracking server (default MLFLOW_TRACKING_URI)")
+    ks.set_defaults(func=cmd_model_kserve)
 
     df = sub.add_parser("diff", help="weight-space diff of two models: per-layer update norm, share of weights "
                         "changed, singular-value drift (diff.json + diff.html)",
