@@ -31,7 +31,8 @@ def test_stage_rl_ppo_on_the_alignpipe_engine_publishes_a_model(demo_data, tmp_p
     client = MlflowClient()
     run = client.get_run(result.lineage["mlflow_run_id"])
     assert run.data.params["engine.advantage"] == "gae" and run.data.params["engine.loss"] == "ppo_clip"
-    for key in ("train/reward", "train/value_loss", "train/clip_ratio", "train/entropy", "train/advantages/std",
+    for key in ("train/reward", "train/value_loss", "train/clip_ratio", "train/entropy", "train/temperature",
+                "train/advantages/std",
                 "train/rewards/exact_match/mean"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
 
