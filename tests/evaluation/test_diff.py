@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignpipe import cli, models
+from alignpipe import cli, models, registry
 from alignpipe.evaluation import diff
 
 Q = "model.layers.1.self_attn.q_proj.weight"  # 128 x 128
@@ -163,3 +163,23 @@ def test_lora_adapter_folder_is_refused(base: Path, tmp_path: Path) -> None:
     save_file({"x": torch.zeros(2)}, str(ad / "adapter_model.safetensors"))
     with pytest.raises(diff.DiffError, match="LoRA adapter folder .* merge it first"):
         diff.diff_models(str(base), str(ad))
+
+
+def test_registered_version_is_resolved_through_the_registry(base: Path, tmp_path: Path) -> None:
+    """models:/NAME@ALIAS goes through the MLflow Model Registry (the session's sqlite store) and registry.pull."""
+    import uuid
+
+    from mlflow.tracking import MlflowClient
+
+    b, _ = variant(base, tmp_path / "b", lambda s: s[UP].view(-1)[:3].add_(0.5))
+    name = f"diff-{uuid.uuid4().hex[:6]}"
+    client = MlflowClient()
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, source=str(b))
+    client.set_registered_model_alias(name, "champion", mv.version)
+    d = diff.diff_models(str(base), f"models:/{name}@champion")
+    assert d.model_b["source"] == f"models:/{name}@champion = version 1, {b}"
+    assert d.overall["changed"] == 3 and d.overall["most_changed"] == UP
+    assert not Path(d.model_b["path"]).exists()  # the pulled copy was a scratch folder, removed afterwards
+    with pytest.raises(registry.RegistryError, match="has no alias 'nope'"):
+        diff.diff_models(str(base), f"models:/{name}@nope")

@@ -45,6 +45,7 @@ import html
 import json
 import math
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +96,10 @@ class ModelDiff:
 # ------------------------------------------------------------------------------------------- locate
 
 
-def locate(uri: str, tracking_uri: str | None = None) -> tuple[Path, str]:
-    """A local folder holding the model ``uri`` and a description of where it came from."""
+def locate(uri: str, tracking_uri: str | None = None, scratch: list[Path] | None = None) -> tuple[Path, str]:
+    """A local folder holding the model ``uri`` and a description of where it came from. A registered version
+    whose source is not an ``s3://`` folder is pulled into a temporary folder, appended to ``scratch`` (the
+    caller removes it)."""
     uri = str(uri)
     if uri.startswith("models:/"):
         from alignpipe import registry
@@ -107,8 +110,10 @@ def locate(uri: str, tracking_uri: str | None = None) -> tuple[Path, str]:
         where = f"{uri} = version {mv.version}, {source}"
         if storage.is_remote(source):  # a published folder: fetched, verified and cached like any s3:// model
             return Path(models.resolve(source)), where
-        dest = Path(tempfile.mkdtemp(prefix="alignpipe-diff-")) / "model"
-        got = registry.pull_model(uri, dest, tracking_uri=tracking_uri)
+        tmp = Path(tempfile.mkdtemp(prefix="alignpipe-diff-"))
+        if scratch is not None:
+            scratch.append(tmp)
+        got = registry.pull_model(uri, tmp / "model", tracking_uri=tracking_uri)
         return got.path, where
     p = Path(uri).expanduser()
     if not storage.is_remote(uri) and p.is_dir() and (p / "adapter_config.json").is_file() \
@@ -180,12 +185,12 @@ def _matrix_stats(a, b, d, d_sq: float, top_k: int, rank: int) -> dict[str, Any]
 
     rows, cols = a.shape
     k, r = min(top_k, rows, cols), min(rank, rows, cols)
-    u, s_a, v = _svd(a, max(k, r), vectors=True)
     out: dict[str, Any] = {"random_share_left": r / rows, "random_share_right": r / cols}
-    if d_sq == 0.0:
+    if d_sq == 0.0:  # B == A: nothing to decompose
         out.update(delta_singular_values=[0.0] * k, delta_stable_rank=None, principal_share_left=None,
                    principal_share_right=None, sigma_drift=[0.0] * k)
         return out
+    u, s_a, v = _svd(a, max(k, r), vectors=True)
     _, s_b, _ = _svd(b, k, vectors=False)
     _, s_d, _ = _svd(d, k, vectors=False)
     ur, vr = u[:, :r], v[:, :r]
@@ -241,14 +246,24 @@ def _aggregate(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def diff_models(model_a: str, model_b: str, *, tolerance: float = DEFAULT_TOLERANCE, top_k: int = DEFAULT_TOP_K,
                 rank: int = DEFAULT_RANK, tracking_uri: str | None = None) -> ModelDiff:
     """Compare every tensor the two models share (see the module doc for what is computed)."""
-    import torch
-
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise DiffError(f"tolerance {tolerance!r} must be a finite number >= 0 (default {DEFAULT_TOLERANCE:g})")
     if top_k < 1 or rank < 1:
         raise DiffError(f"top_k ({top_k}) and rank ({rank}) must be at least 1")
-    path_a, where_a = locate(model_a, tracking_uri)
-    path_b, where_b = locate(model_b, tracking_uri)
+    scratch: list[Path] = []
+    try:
+        return _diff(model_a, model_b, tolerance, top_k, rank, tracking_uri, scratch)
+    finally:
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _diff(model_a: str, model_b: str, tolerance: float, top_k: int, rank: int, tracking_uri: str | None,
+          scratch: list[Path]) -> ModelDiff:
+    import torch
+
+    path_a, where_a = locate(model_a, tracking_uri, scratch)
+    path_b, where_b = locate(model_b, tracking_uri, scratch)
     idx_a, idx_b = _index(path_a), _index(path_b)
     res = ModelDiff(model_a={"uri": str(model_a), "path": str(path_a), "source": where_a},
                     model_b={"uri": str(model_b), "path": str(path_b), "source": where_b},
