@@ -156,13 +156,29 @@ def test_missing_model_is_one_error_line(base: Path, tmp_path: Path, capsys) -> 
     assert not (tmp_path / "o").exists()
 
 
-def test_lora_adapter_folder_is_refused(base: Path, tmp_path: Path) -> None:
-    ad = tmp_path / "adapter"
-    ad.mkdir()
-    (ad / "adapter_config.json").write_text("{}")
-    save_file({"x": torch.zeros(2)}, str(ad / "adapter_model.safetensors"))
-    with pytest.raises(diff.DiffError, match="LoRA adapter folder .* merge it first"):
-        diff.diff_models(str(base), str(ad))
+def test_lora_adapter_is_merged_into_its_base(base: Path, tmp_path: Path) -> None:
+    """A PEFT adapter folder is compared as merged weights: W + (alpha/r)·B·A on the targeted matrices only."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = models.load_policy(str(base), precision="fp32")
+    peft = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], lora_dropout=0.0))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in peft.base_model.model.model.layers:
+            layer.self_attn.q_proj.lora_B["default"].weight.copy_(0.01 * torch.randn(128, 2, generator=g))
+    q1 = peft.base_model.model.model.layers[1].self_attn.q_proj
+    with torch.no_grad():
+        want = (2.0 * q1.lora_B["default"].weight @ q1.lora_A["default"].weight).norm() / q1.base_layer.weight.norm()
+    peft.save_pretrained(tmp_path / "adapter")
+    assert not (tmp_path / "adapter" / "config.json").exists()
+
+    d = diff.diff_models(str(base), str(tmp_path / "adapter"))
+    assert "LoRA adapter merged into" in d.model_b["source"]
+    moved = sorted(t["name"] for t in d.tensors if t["delta_norm"] > 0)
+    assert moved == ["model.layers.0.self_attn.q_proj.weight", Q]
+    t = by_name(d)[Q]
+    assert t["rel_norm"] == pytest.approx(float(want), rel=1e-4)
+    assert t["delta_singular_values"][2] < 1e-5 * t["delta_singular_values"][0]  # rank <= r = 2
 
 
 def test_registered_version_is_resolved_through_the_registry(base: Path, tmp_path: Path) -> None:

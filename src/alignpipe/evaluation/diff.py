@@ -35,8 +35,9 @@ counts add up, and the principal shares (and their random baselines) are average
 Singular values come from an exact SVD up to :data:`EXACT_SVD_MAX_DIM` rows/columns and a randomized one
 (``torch.svd_lowrank``, top values to a few digits) above it.
 
-LoRA: alignpipe's stages save merged weights, so their outputs compare directly; a bare PEFT adapter folder
-(``adapter_config.json`` without ``config.json``) is refused with a line saying to merge it first.
+LoRA: alignpipe's stages save merged weights, so their outputs compare directly. A bare PEFT adapter folder
+(``adapter_config.json`` without ``config.json``) is merged into its base model (``base_model_name_or_path``,
+which must be local, ``s3://`` or ``tiny``) in a temporary folder first, so merged weights are compared too.
 """
 
 from __future__ import annotations
@@ -118,13 +119,37 @@ def locate(uri: str, tracking_uri: str | None = None, scratch: list[Path] | None
     p = Path(uri).expanduser()
     if not storage.is_remote(uri) and p.is_dir() and (p / "adapter_config.json").is_file() \
             and not (p / "config.json").is_file():
-        raise DiffError(f"{uri}: a LoRA adapter folder — diff compares full (merged) weights: merge it first "
-                        "(peft `merge_and_unload()` then `save_pretrained`); alignpipe's stages save merged models")
+        return _merged_adapter(p, scratch)
     got = models.resolve(uri)
     if not Path(got).is_dir():
         raise DiffError(f"{uri}: not a local model folder, s3:// folder, tiny[:SEED] or models:/NAME@ALIAS "
                         "(diff downloads nothing from a hub — download the model first)")
     return Path(got), uri
+
+
+def _merged_adapter(adapter: Path, scratch: list[Path] | None) -> tuple[Path, str]:
+    """A PEFT (LoRA) adapter folder merged into its base model (``base_model_name_or_path``, a local folder,
+    ``s3://`` or ``tiny``), saved in a temporary folder appended to ``scratch``."""
+    try:
+        base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise DiffError(f"{adapter}/adapter_config.json: unreadable ({e}) — is this a PEFT adapter folder?") from None
+    if not base:
+        raise DiffError(f"{adapter}: a LoRA adapter whose adapter_config.json names no base_model_name_or_path — "
+                        "merge it first (peft `merge_and_unload()` then `save_pretrained`)")
+    base_dir = models.resolve(str(base))
+    if not Path(base_dir).is_dir():
+        raise DiffError(f"{adapter}: the adapter's base model {base} is not a local folder (diff downloads nothing "
+                        "from a hub) — download it, or merge the adapter first")
+    from peft import PeftModel
+
+    model, tok = models.load_policy(base_dir, precision="fp32")
+    merged = PeftModel.from_pretrained(model, str(adapter))
+    tmp = Path(tempfile.mkdtemp(prefix="alignpipe-diff-"))
+    if scratch is not None:
+        scratch.append(tmp)
+    models.save(merged, tok, tmp / "model")
+    return tmp / "model", f"{adapter} (LoRA adapter merged into {base})"
 
 
 def _index(folder: Path) -> dict[str, Path]:
