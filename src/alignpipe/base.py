@@ -21,6 +21,9 @@ USER_ERROR_EXIT = 2
 #: Printed (one line, stdout) by global rank 0 when a distributed stage succeeded, followed by the
 #: StageResult JSON: how the multi-node runner reads the result back from the master pod's log.
 RESULT_MARKER = "ALIGNPIPE_RESULT_JSON: "
+#: Exit status after a preemption checkpoint (128 + SIGTERM, what a process killed by SIGTERM reports):
+#: non-zero, so KFP retries the step, and the retry resumes from that checkpoint.
+PREEMPTED_EXIT = 143
 
 
 class UserError(Exception):

@@ -39,12 +39,10 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from alignpipe import settings, storage, tracking
-from alignpipe.base import barrier, is_main_process
+from alignpipe.base import PREEMPTED_EXIT, barrier, is_main_process
 from alignpipe.reuse import say, state_root
 
 PREFIX = "checkpoint-"
-#: Exit status after a preemption checkpoint (128 + SIGTERM, what a process killed by SIGTERM reports).
-PREEMPTED_EXIT = 143
 _STEP = re.compile(rf"^\.?{PREFIX}(\d+)(?:\.staging-[0-9a-f]+)?$")
 
 
@@ -207,6 +205,19 @@ def _skip_logged_steps(trainer, run_id: str) -> None:
             cb.on_log = on_log
 
 
+def agree_any(*flags: bool) -> tuple[bool, ...]:
+    """Each flag OR-ed over the ranks of the process group (one small all-reduce); as given on one process."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return tuple(bool(f) for f in flags)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in t.tolist())
+
+
 class CheckpointCallback(TrainerCallback):
     """Saves by steps and by time, publishes each checkpoint the Trainer writes, and handles SIGTERM."""
 
@@ -247,12 +258,19 @@ class CheckpointCallback(TrainerCallback):
             self._previous = None
 
     def on_step_end(self, args, state, control, **kwargs):
+        due = self.every_s is not None and time.monotonic() - self._last >= self.every_s
+        # Every rank must take the same decision at the same step (saving is collective: barriers, ZeRO
+        # shards); SIGTERM and the clock can reach the ranks at different steps, so any rank's wins.
+        preempted, due = agree_any(self.preempted, due)
+        if preempted and not self.preempted:
+            self.preempted = True
+            say(f"{self.store.stage}: another rank got SIGTERM: checkpointing when this step ends")
         if self.preempted:
             control.should_save = True
             control.should_training_stop = True
         elif state.global_step >= state.max_steps:
             control.should_save = False  # the stage publishes the final model itself
-        elif self.every_s is not None and time.monotonic() - self._last >= self.every_s:
+        elif due:
             control.should_save = True
         return control
 

@@ -26,12 +26,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from alignpipe import config, distributed, settings
 from alignpipe.base import (
+    PREEMPTED_EXIT,
     RESULT_MARKER,
     StageResult,
     UserError,
@@ -181,8 +183,14 @@ def launch(stage: str, cfg, *, timeout_s: float | None = None):
         _log(f"{stage}: launching {nproc} processes with torchrun (backend {distributed.backend()}, "
              f"deepspeed {cfg.distributed.deepspeed})")
         started = time.monotonic()
-        rc = _run_group(cmd, env, timeout_s)
+        sigterm: list[int] = []
+        rc = _run_group(cmd, env, timeout_s, sigterm)
         statuses = _read_statuses(status_dir)
+        if sigterm and rc != 0:
+            preempted = sorted(r for r, st in statuses.items() if st.get("type") == "Preempted")
+            _log(f"{stage}: preempted: ranks {preempted or 'none'} checkpointed before exiting; exiting with "
+                 f"{PREEMPTED_EXIT} so the step is retried")
+            raise SystemExit(PREEMPTED_EXIT)
         if rc is None:
             raise DistributedError(
                 f"{stage}: torchrun with {nproc} processes ran past {timeout_s:g} s and was stopped "
@@ -196,9 +204,27 @@ def launch(stage: str, cfg, *, timeout_s: float | None = None):
     return result
 
 
-def _run_group(cmd: list[str], env: dict[str, str], timeout_s: float | None) -> int | None:
-    """Run `cmd` in its own process group; None if it ran past `timeout_s` (the group is then killed)."""
+def _run_group(cmd: list[str], env: dict[str, str], timeout_s: float | None,
+               sigterm: list[int] | None = None) -> int | None:
+    """Run `cmd` in its own process group; None if it ran past `timeout_s` (the group is then killed).
+
+    SIGTERM to this process (what Kubernetes sends the pod's main process on preemption or eviction) is
+    passed on to the whole group and the wait goes on: the ranks checkpoint when their step ends and exit
+    (`training.sigterm_grace_s`); torchrun stops the rest. Each forwarded signal is appended to `sigterm`."""
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, frame):
+        if sigterm is not None:
+            sigterm.append(signum)
+        _log(f"SIGTERM: passing it on to the ranks' process group (pid {proc.pid})")
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, forward)
     try:
         return proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -207,6 +233,9 @@ def _run_group(cmd: list[str], env: dict[str, str], timeout_s: float | None) -> 
     except BaseException:  # Ctrl-C, or the caller being torn down: take the ranks with us
         _kill_group(proc)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _kill_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
