@@ -11,6 +11,14 @@ The code variant (`code_*` files) asks for a *program* that prints the reversed-
 running it (reward `code_tests`, one stdin/stdout case per row). The program format is minimal so the
 tiny model can learn it on a CPU: the completion is a single `print("28")` (a string, so reversed sums
 with a leading zero, `001`, stay valid Python).
+
+The multi-domain variant (`multi_*` files, issue 12) adds verifiable domains of graded difficulty for
+samplers, curricula and mixtures, in the same reversed-digit answer format (`MULTI_DOMAINS`):
+`add2` (the demo's task, `37+45=` -> `28`, difficulty = carries 0-2), `sub2` (`82-45=` -> `73`, 37
+reversed; a >= b, difficulty = borrows 0-1) and `add3` (`374+458=` -> `238`, difficulty = carries 0-3), plus
+an out-of-domain held-out split `sub3` (`832-458=` -> `473`, borrows 0-2) that no training file holds.
+Every held-out problem is held out in both orders; the existing files are not touched by any of this
+(their bytes are pinned by tests/data/test_demo_unchanged.py).
 """
 
 from __future__ import annotations
@@ -119,9 +127,100 @@ def code_prompt_rows(pairs) -> list[dict]:
              "domain": CODE_DOMAIN, "difficulty": _carries(a, b)} for a, b in pairs]
 
 
+MULTI_DOMAINS = ("add2", "sub2", "add3")
+OOD_DOMAIN = "sub3"
+
+
+def _borrows(a: int, b: int) -> int:
+    """Borrows of the column subtraction a - b (a >= b)."""
+    n, borrow = 0, 0
+    while a or b:
+        borrow = 1 if (a % 10 - b % 10 - borrow) < 0 else 0
+        n += borrow
+        a, b = a // 10, b // 10
+    return n
+
+
+def multi_problem(domain: str, a: int, b: int) -> dict:
+    """One problem of the multi-domain data: prompt text, reversed-digit answer, difficulty."""
+    if domain in ("add2", "add3"):
+        return {"text": f"{a}+{b}=", "answer": reverse_sum(a, b), "difficulty": _carries(a, b)}
+    if domain in ("sub2", "sub3"):
+        if a < b:
+            raise ValueError(f"{domain}: {a}-{b} is negative (the demo's subtractions have a >= b)")
+        return {"text": f"{a}-{b}=", "answer": str(a - b)[::-1], "difficulty": _borrows(a, b)}
+    raise ValueError(f"unknown demo domain {domain!r} (one of {', '.join(MULTI_DOMAINS + (OOD_DOMAIN,))})")
+
+
+def _unordered_split(rng: random.Random, pairs: list, n_held: int, n_train: int, ordered: bool) -> tuple[list, list]:
+    """Shuffle unordered pairs, hold out the first `n_held`, train on (at most `n_train` of) the rest; additive
+    pairs (`ordered` False) are used in a random order each, so neither order of a held-out pair is trained on."""
+    rng.shuffle(pairs)
+    held, train = pairs[:n_held], pairs[n_held:n_held + n_train]
+    if not ordered:
+        held = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in held]
+        train = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in train]
+    return train, held
+
+
+def multi_problems(seed: int = 0, train_per_domain: int = 4000, eval_per_domain: int = 200,
+                   ood_eval: int = 200) -> dict[str, tuple[list, list]]:
+    """domain -> (train, held-out) lists of (a, b); the OOD domain has no train problems."""
+    out = {}
+    rng = random.Random(seed + 1000)
+    add2 = [(a, b) for a in range(100) for b in range(a, 100)]
+    out["add2"] = _unordered_split(rng, add2, eval_per_domain, train_per_domain, ordered=False)
+    sub2 = [(a, b) for a in range(100) for b in range(a + 1)]
+    out["sub2"] = _unordered_split(rng, sub2, eval_per_domain, train_per_domain, ordered=True)
+    seen: set = set()
+    add3: list = []
+    while len(add3) < eval_per_domain + train_per_domain:
+        a, b = sorted((rng.randrange(100, 1000), rng.randrange(100, 1000)))
+        if (a, b) not in seen:
+            seen.add((a, b))
+            add3.append((a, b))
+    out["add3"] = _unordered_split(rng, add3, eval_per_domain, train_per_domain, ordered=False)
+    sub3: set = set()
+    while len(sub3) < ood_eval:
+        b, a = sorted((rng.randrange(100, 1000), rng.randrange(100, 1000)))
+        sub3.add((a, b))
+    out[OOD_DOMAIN] = ([], sorted(sub3, key=lambda p: rng.random()))
+    return out
+
+
+def _multi_rows(items, kind: str) -> list[dict]:
+    rows = []
+    for domain, a, b in items:
+        p = multi_problem(domain, a, b)
+        prompt = [{"role": "user", "content": p["text"]}]
+        if kind == "sft":
+            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": p["answer"]}],
+                         "domain": domain, "difficulty": p["difficulty"]})
+        else:
+            rows.append({"prompt": prompt, "answer": p["answer"], "domain": domain, "difficulty": p["difficulty"]})
+    return rows
+
+
+def multi_splits(seed: int = 0, train_per_domain: int = 4000, eval_per_domain: int = 200,
+                 ood_eval: int = 200) -> dict[str, list[dict]]:
+    """The multi-domain demo files: multi_sft_train, multi_rl_train (the same train problems, all of
+    MULTI_DOMAINS, shuffled together), multi_eval (held-out, `eval_per_domain` of each domain) and
+    multi_ood_eval (the OOD domain, never trained on)."""
+    probs = multi_problems(seed, train_per_domain, eval_per_domain, ood_eval)
+    rng = random.Random(seed + 1001)
+    train = [(d, a, b) for d in MULTI_DOMAINS for a, b in probs[d][0]]
+    rng.shuffle(train)
+    held = [(d, a, b) for d in MULTI_DOMAINS for a, b in probs[d][1]]
+    rng.shuffle(held)  # (so that an evaluate `limit` still samples every domain)
+    return {"multi_sft_train": _multi_rows(train, "sft"), "multi_rl_train": _multi_rows(train, "prompts"),
+            "multi_eval": _multi_rows(held, "prompts"),
+            "multi_ood_eval": _multi_rows([(OOD_DOMAIN, a, b) for a, b in probs[OOD_DOMAIN][1]], "prompts")}
+
+
 def write_demo_data(out_dir: str | Path, seed: int = 0, max_operand: int = 99,
                     heldout_fraction: float = 0.15, preference_pairs: int = 4000,
-                    eval_pairs: int = 400, code_eval_pairs: int = 200) -> dict[str, str]:
+                    eval_pairs: int = 400, code_eval_pairs: int = 200, multi_train_per_domain: int = 4000,
+                    multi_eval_per_domain: int = 200) -> dict[str, str]:
     """Write every demo split to `out_dir`; returns {split name: path}.
 
     - sft_train.jsonl       prompt/completion (conversational) over the train pairs
@@ -133,6 +232,10 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, max_operand: int = 99,
     - code_sft_train.jsonl  the code variant: prompt -> `print("<reversed sum>")` (train pairs)
     - code_rl_train.jsonl   code prompts + `tests` (one stdin/stdout case) on train problems
     - code_eval.jsonl       the same on held-out problems (reward `code_tests`; first `code_eval_pairs`)
+    - multi_sft_train.jsonl, multi_rl_train.jsonl  the multi-domain variant (`MULTI_DOMAINS`, each row with
+      `domain` and `difficulty`; `multi_train_per_domain` problems of each domain)
+    - multi_eval.jsonl      its held-out problems (`multi_eval_per_domain` of each domain)
+    - multi_ood_eval.jsonl  the out-of-domain held-out split (`OOD_DOMAIN`), for mixture experiments
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +252,7 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, max_operand: int = 99,
         "code_sft_train": code_sft_rows(train),
         "code_rl_train": code_prompt_rows(train),
         "code_eval": code_prompt_rows(held[:code_eval_pairs]),
+        **multi_splits(seed, multi_train_per_domain, multi_eval_per_domain, multi_eval_per_domain),
     }
     paths = {}
     for name, rows in splits.items():
