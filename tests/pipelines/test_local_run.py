@@ -1,7 +1,9 @@
 """Whole pipelines through kfp.local (SubprocessRunner), driven by the CLI as a user would."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from alignpipe import cli
@@ -42,6 +44,58 @@ def test_rlhf_local_run_end_to_end(tmp_path, capsys):
     children = mlflow.search_runs(search_all_experiments=True,
                                   filter_string=f"tags.mlflow.parentRunId = '{s['mlflow']['run_id']}'")
     assert set(children["tags.alignpipe.stage"]) == {"sft", "reward_model", "rl", "evaluate", "register"}
+
+
+def test_rlhf_ppo_runs_with_a_critic_from_the_reward_model(tmp_path, capsys):
+    """`rl_algorithm=ppo` in rlhf (issue 11): the RL step runs PPO on alignpipe's engine (the default rl_engine=trl
+    does not apply to ppo, and the step says so) with the critic initialised from the reward model the pipeline
+    trained, and the policy moves."""
+    import mlflow
+    from safetensors.numpy import load_file
+
+    from alignpipe import steps
+
+    from alignpipe.data.demo import write_demo_data
+
+    files = write_demo_data(tmp_path / "demo", seed=0)
+    data = {}
+    for param, name in (("sft_data", "sft_train"), ("preference_data", "preference_train"),
+                        ("preference_eval_data", "preference_eval"), ("rl_data", "rl_train"), ("eval_data", "eval")):
+        rows = [json.loads(line) for line in Path(files[name]).read_text().splitlines()[:64]]  # small: a quick run
+        if param == "sft_data":  # SFT data as another tool writes it (alpaca), detected and converted by prepare-data
+            rows = [{"instruction": r["prompt"][0]["content"], "input": "", "output": r["completion"][0]["content"]}
+                    for r in rows]
+        data[param] = str(tmp_path / f"{param}.jsonl")
+        Path(data[param]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    work = tmp_path / "ppo"
+    params = {**TINY_PARAMS, **data, "rl_algorithm": "ppo", "rl_learning_rate": 1e-3, "sft_steps": 2,
+              "reward_model_steps": 2, "evaluate_config": {**TINY_PARAMS["evaluate_config"], "limit": 8}}
+    rc = cli.main(["run", "rlhf", "--local", "--workdir", str(work)] + _param_args(params))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    s = json.loads((work / "summary.json").read_text())
+    run_dir = Path(s["kfp_run_dir"])
+    sft_data = json.loads((run_dir / "prepare-data" / "executor_output.json").read_text())
+    sft_meta = sft_data["artifacts"]["sft_train"]["artifacts"][0]["metadata"]
+    assert (sft_meta["source_format"], sft_meta["format"], sft_meta["rows"]) == ("alpaca", "messages", 64)
+    rl_out = json.loads((run_dir / "rl" / "executor_output.json").read_text())
+    meta = rl_out["artifacts"]["model"]["artifacts"][0]["metadata"]
+    assert (meta["algorithm"], meta["engine"], meta["critic"]) == ("ppo", "alignpipe", "reward_model")
+    assert Path(meta["reward_model"]) == run_dir / "reward-model" / "model"
+    log = (work / "logs" / "rl.log").read_text()
+    assert steps.PPO_ENGINE_NOTE in log and steps.CRITIC_NOTE in log
+    mlflow.set_tracking_uri(s["mlflow"]["tracking_uri"])
+    run = mlflow.get_run(meta["mlflow_run_id"])
+    p = run.data.params
+    assert (p["cfg.algorithm"], p["cfg.engine"], p["cfg.engine_settings.critic.init"]) == ("ppo", "alignpipe",
+                                                                                           "reward_model")
+    assert (p["engine.advantage"], p["engine.loss"], p["engine.needs_critic"]) == ("gae", "ppo_clip", "True")
+    assert "train/value_loss" in run.data.metrics
+    sft_w = load_file(str(run_dir / "sft" / "model" / "model.safetensors"))
+    rl_w = load_file(str(run_dir / "rl" / "model" / "model.safetensors"))
+    assert sft_w.keys() == rl_w.keys()
+    moved = [k for k in sft_w if not np.array_equal(sft_w[k], rl_w[k])]
+    assert moved, "PPO left every weight of the SFT model unchanged"
 
 
 def test_failed_task_is_named_with_its_log(tmp_path, capsys):
