@@ -89,6 +89,44 @@ def test_content_key_ignores_where_and_how_often_but_not_what(tmp_path):
                                 {"train_data": "d2"})
 
 
+def test_a_hub_model_is_keyed_by_the_commit_its_revision_resolves_to(reuse_on, monkeypatch, capfd):
+    """Offline (as in every test), the commit comes from the local Hugging Face cache: `main` moving to a new
+    commit changes the key; a hub id that resolves nowhere is trained, never reused."""
+    from alignpipe import storage
+    from alignpipe.base import StageResult
+    from alignpipe.config import SFTConfig
+    from alignpipe.reuse import Step, model_digest
+
+    tmp = reuse_on
+    cache = tmp / "hf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    refs = cache / "models--org--base-1b" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("a" * 40)
+    assert model_digest("org/base-1b") == "hub:org/base-1b@" + "a" * 40
+
+    def cfg(out: str, model: str = "org/base-1b"):
+        return SFTConfig(model=model, train_data="x.jsonl", output_dir=str(tmp / out), tracking=False)
+
+    (tmp / "src").mkdir()
+    (tmp / "src" / "config.json").write_text("{}")
+    storage.publish_dir(tmp / "src", tmp / "a")
+    first = Step("sft", cfg("a"), train_data="d")
+    first.record(StageResult("sft", str(tmp / "a"), {"train/steps": 2.0}))
+    assert Step("sft", cfg("b"), train_data="d").reused() is not None  # same commit: reused
+
+    (refs / "main").write_text("b" * 40)  # the hub's main moved on (and the cache followed)
+    moved = Step("sft", cfg("c"), train_data="d")
+    assert moved.key != first.key
+    assert moved.reused() is None
+
+    unknown = Step("sft", cfg("d", model="org/not-cached"), train_data="d")
+    assert unknown.inputs["model"] == "name:org/not-cached"
+    assert unknown.reused() is None
+    assert "the revision of org/not-cached could not be resolved" in capfd.readouterr().err
+
+
 def test_store_keeps_the_last_k_complete_and_reports_partial_ones(tmp_path, monkeypatch, capfd):
     from alignpipe import storage
     from alignpipe.checkpoints import Checkpoints

@@ -6,7 +6,9 @@ A stage's **content key** is a sha256 over
   ``tracking``, ``reuse`` and the checkpoint cadence ``training.save_*`` / ``sigterm_grace_s``),
 - the content digests of its inputs: each data set's digest (from its validation report) and each input
   model's digest (the ``MANIFEST.json`` digest of a published folder; a hash of the files of an unpublished
-  local folder; the name of the embedded ``tiny`` model or of a hub id),
+  local folder; the name of the embedded ``tiny`` model; a hub id with the commit its ``main`` revision
+  resolves to, asked of the Hub or, offline, read from the local Hugging Face cache — a hub id whose commit
+  cannot be resolved makes the step train, never reuse),
 - the alignpipe version.
 
 After a stage has published its output it records ``reuse/<stage>/<key>.json`` in the state store
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -92,7 +95,40 @@ def model_digest(uri: str | None) -> str | None:
         pass
     if not storage.is_remote(uri) and Path(uri).is_dir():
         return "files:" + _folder_digest(Path(uri))
-    return f"name:{uri}"  # a hub id: its name (the resolved revision is not looked up)
+    sha = hub_revision(uri)
+    if sha:
+        return f"hub:{uri}@{sha}"
+    return f"name:{uri}"  # a hub id whose revision could not be resolved: never reused (Step.reused)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_revision(repo_id: str, revision: str = "main") -> str | None:
+    """The commit a hub model id resolves to: asked of the Hub (10 s) unless HF_HUB_OFFLINE is set, else the
+    commit the local Hugging Face cache holds for `revision` (the one ``from_pretrained`` would load
+    offline); None when neither answers."""
+    if not _HUB_ID.match(repo_id):
+        return None
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    from huggingface_hub import constants
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or constants.HF_HUB_OFFLINE
+    if not offline:
+        try:
+            from huggingface_hub import HfApi
+
+            return HfApi().model_info(repo_id, revision=revision, timeout=10).sha
+        except Exception as e:  # no network, unknown repo, gated: fall back to the cache
+            say(f"could not ask the Hub for {repo_id}@{revision} ({type(e).__name__}); using the local cache")
+    cache = Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+    ref = cache / ("models--" + repo_id.replace("/", "--")) / "refs" / revision
+    try:
+        sha = ref.read_text().strip()
+    except OSError:
+        return None
+    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
 def content_key(stage: str, cfg, inputs: dict[str, str | None]) -> str:
@@ -139,6 +175,11 @@ class Step:
         """The recorded output for this key, copied to ``cfg.output_dir``; None when there is none (or a re-run
         is forced, or the recorded output is no longer complete)."""
         if not getattr(self.cfg, "reuse", True) or settings.current().force_rerun:
+            return None
+        unresolved = [v.removeprefix("name:") for v in self.inputs.values() if v.startswith("name:")]
+        if unresolved:
+            say(f"{self.stage}: not looking for a reusable output: the revision of {', '.join(unresolved)} could "
+                "not be resolved (no Hub access and not in the local Hugging Face cache); training")
             return None
         entry = self._entry()
         if entry is None:
