@@ -1,5 +1,6 @@
-"""rlhf: prepare data -> SFT -> reward model -> RL (GRPO; reward = reward model + verifiable rewards) ->
-evaluate base vs SFT vs RL on the held-out set -> register (gated).
+"""rlhf: prepare data -> SFT -> reward model -> RL (GRPO by default; reward = reward model + verifiable rewards) ->
+evaluate base vs SFT vs RL on the held-out set -> register (gated). With `rl_algorithm=ppo` the RL step runs PPO
+on alignpipe's engine with the critic initialised from the reward model (`alignpipe.steps.pipeline_choices`).
 
 `build(Platform(...))` makes the pipeline for given compile-time settings; `rlhf_pipeline` is the one
 built from the environment (`from alignpipe.pipelines.rlhf import rlhf_pipeline`). Parameters:
