@@ -61,12 +61,20 @@ def test_unknown_plugin_names_are_caught_by_the_stage_before_loading(settings, m
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_cli_exits_2_before_loading_a_model(tmp_path):
+@pytest.mark.parametrize("settings,message", [
+    ("engine_settings: {kl: {beta: 0.1, estimator: k4}}",
+     "rl config: engine_settings.kl.estimator: unknown KL estimator 'k4'"),
+    ("engine_settings: {loss: ppo_clipp}", "rl config: engine_settings.loss: unknown policy loss 'ppo_clipp'"),
+    ("engine_settings: {critic: null}", "engine_settings.advantage: gae needs a critic but engine_settings.critic is null"),
+], ids=["misspelt-kl-estimator", "unknown-loss", "gae-without-critic"])
+def test_cli_exits_2_before_loading_a_model(tmp_path, settings, message):
     cfg = tmp_path / "rl.yaml"
-    cfg.write_text("algorithm: ppo\nengine: alignpipe\ntrain_data: missing.jsonl\noutput_dir: o\n"
-                   "engine_settings: {kl: {beta: 0.1, estimator: k4}}\n")
+    # neither the data nor the model exists: any attempt to load one would fail with another message
+    cfg.write_text(f"algorithm: ppo\nengine: alignpipe\nmodel: {tmp_path / 'no-model'}\ntrain_data: missing.jsonl\n"
+                   f"output_dir: o\n{settings}\n")
     proc = subprocess.run([sys.executable, "-m", "alignpipe.cli", "stage", "rl", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().startswith("error: rl config: engine_settings.kl.estimator: unknown KL estimator 'k4'")
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
