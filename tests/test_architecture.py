@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "alignpipe.report": 3, "alignpipe.sandbox": 3, "alignpipe.evaluation": 3, "alignpipe.distributed": 3,
     "alignpipe.registry": 3, "alignpipe.reuse": 3, "alignpipe.checkpoints": 3,
     "alignpipe.sampling": 3, "alignpipe.serving": 3,
-    "alignpipe.rl": 4, "alignpipe.stages": 4,
+    "alignpipe.rl": 4, "alignpipe.stages": 4, "alignpipe.mixture": 4,
     "alignpipe.trainjob": 5, "alignpipe.launch": 5,
     "alignpipe.steps": 6,
     "alignpipe.components": 7,

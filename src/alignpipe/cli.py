@@ -56,6 +56,15 @@ def cmd_data_convert(args) -> int:
     return 0
 
 
+def cmd_mixture_search(args) -> int:
+    from alignpipe import mixture
+
+    result = mixture.search(mixture.load(args.config, args.overrides))
+    print(json.dumps({"proposal": result["proposal"], "best_tried": result["best_tried"], "fit": result["fit"]},
+                     indent=2))
+    return 0
+
+
 def cmd_reward_server(args) -> int:
     from alignpipe.sandbox import service
 
@@ -302,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="r of A's principal subspace in the off-principal diagnostic (default 8)")
     df.add_argument("--tracking-uri", default=None, help="MLflow tracking server for models:/ (default MLFLOW_TRACKING_URI)")
     df.set_defaults(func=cmd_diff)
+
+    mx = sub.add_parser("mixture", help="domain mixtures for RL")
+    mxsub = mx.add_subparsers(dest="mixture_command", required=True)
+    ms = mxsub.add_parser("search", help="short RL proxy runs over candidate domain weightings, a fitted predictor "
+                          "of held-out score from the weights, the best mixture proposed (MoDoMoDo-style)")
+    ms.add_argument("--config", required=True, help="YAML: rl (stage config or path), eval_data, output_dir, ...")
+    ms.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. proxy_steps=10")
+    ms.set_defaults(func=cmd_mixture_search)
 
     rs = sub.add_parser("reward-server", help="serve code_tests executions in the sandbox over HTTP (docs/code-rewards.md)")
     rs.add_argument("--host", default="0.0.0.0")

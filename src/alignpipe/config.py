@@ -637,24 +637,28 @@ def validate(stage: str, data: dict, source: str = "<config>") -> _Strict:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+def read_mapping(path: str | Path) -> dict:
+    """A YAML file whose top level is a mapping; a ConfigError naming the file (and line) otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file (check the path)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)} (fix the syntax)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text (save the file as UTF-8)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of keys to values")
+    return data
+
+
 def load(stage: str, path: str | Path | None = None, overrides: list[str] | None = None) -> _Strict:
     """Read a YAML config for `stage`, apply `key=value` overrides, validate."""
-    data: dict = {}
     source = str(path) if path else "<overrides>"
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such config file (check the path)")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)} (fix the syntax)") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not UTF-8 text (save the file as UTF-8)") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of keys to values")
+    data = read_mapping(path) if path else {}
     data = apply_overrides(data, overrides, source)
     return validate(stage, data, source)
 
