@@ -136,6 +136,10 @@ def cmd_run(args) -> int:
     if not args.local:
         print("error: only --local runs here; use `alignpipe submit NAME --host URL` for a cluster", file=sys.stderr)
         return 2
+    if args.rerun:  # read by every training step (alignpipe.reuse); the kfp.local tasks inherit the environment
+        import os
+
+        os.environ["ALIGNPIPE_FORCE_RERUN"] = "1"
     summary = runs.run_local(args.name, _params(args), args.workdir or f"out/{args.name}")
     return 0 if summary["status"] == "succeeded" else 1
 
@@ -234,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", help="a preset of parameters: a shipped name (demo) or a YAML file; --param wins")
     r.add_argument("--param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                    help="pipeline parameter (YAML/JSON value), repeatable; list them with `alignpipe params NAME`")
+    r.add_argument("--rerun", action="store_true", help="train every step again, even where an output for the same "
+                   "content key exists (default: reuse it; on a cluster set `reuse: false` in a step's <stage>_config)")
     r.set_defaults(func=cmd_run)
 
     cp = sub.add_parser("compile", help="compile every pipeline to KFP YAML packages")

@@ -135,3 +135,23 @@ def test_presets_bad_name_unknown_parameter_and_own_file(tmp_path, capsys):
     good.write_text("base_model: tiny\nsft_steps: 3\nrl_steps: 2\npipelines: {sft: {sft_steps: 5}}\n")
     assert runs.preset_params(str(good), "sft") == {"base_model": "tiny", "sft_steps": 5}  # rl_steps: not sft's
     assert runs.preset_params(str(good), "rlvr")["sft_steps"] == 3
+
+
+def test_run_rerun_flag_reaches_the_steps_environment(monkeypatch, tmp_path):
+    """`alignpipe run NAME --local --rerun` sets ALIGNPIPE_FORCE_RERUN for the kfp.local tasks (which inherit the
+    environment; alignpipe.reuse reads it: tests/test_reuse.py). The runner here is a fake that records it."""
+    from alignpipe import runs
+
+    seen = []
+
+    def fake_run_local(name, params, workdir):  # a fake runner: only the environment matters here
+        import os
+
+        seen.append(os.environ.get("ALIGNPIPE_FORCE_RERUN"))
+        return {"status": "succeeded"}
+
+    monkeypatch.setattr(runs, "run_local", fake_run_local)
+    monkeypatch.delenv("ALIGNPIPE_FORCE_RERUN", raising=False)
+    assert cli.main(["run", "sft", "--local", "--workdir", str(tmp_path)]) == 0
+    assert cli.main(["run", "sft", "--local", "--rerun", "--workdir", str(tmp_path)]) == 0
+    assert seen == [None, "1"]
