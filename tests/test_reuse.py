@@ -152,3 +152,36 @@ def test_store_keeps_the_last_k_complete_and_reports_partial_ones(tmp_path, monk
     assert "ignoring partial checkpoint" in capfd.readouterr().err
     store.clear()
     assert store.scan() == ([], [])
+
+
+class _Artifact:  # what prepare_data needs of a KFP Dataset artifact: a path and a metadata dict
+    def __init__(self, path: Path):
+        self.path, self.metadata = str(path), {}
+
+
+def test_prepare_data_reuses_a_data_set_taken_in_before_and_not_changed_bytes(reuse_on, capfd):
+    """The same bytes (another URI) -> the converted data set is reused, not converted again; one changed byte
+    behind the same URI -> taken in (converted) again."""
+    from alignpipe import steps
+
+    tmp = reuse_on
+    rows = [{"instruction": f"Add {i} and {i}.", "input": "", "output": str(2 * i)} for i in range(20)]
+    src = tmp / "alpaca.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def take(uri: str, n: int) -> tuple[dict, str, str]:
+        art = _Artifact(tmp / f"out{n}" / "sft_train")
+        steps.prepare_data({"sft_train": uri}, ["sft_train"], {"sft_train": art})
+        return art.metadata, Path(art.path).read_text(), capfd.readouterr().out
+
+    meta1, data1, out1 = take(str(src), 1)
+    assert "converted 20 of 20 rows from alpaca" in out1 and "reused_from" not in meta1
+    copy = tmp / "copy.jsonl"
+    copy.write_bytes(src.read_bytes())
+    meta2, data2, out2 = take(str(copy), 2)
+    assert "reused" in out2 and "converted" not in out2, out2
+    assert data2 == data1 and meta2["reused_from"] and meta2["digest"] == meta1["digest"]
+    assert meta2["source"] == str(copy) and meta2["rows"] == 20 and meta2["source_format"] == "alpaca"
+    src.write_text(src.read_text().replace('"output": "0"', '"output": "00"'))
+    meta3, data3, out3 = take(str(src), 3)
+    assert "converted 20 of 20 rows" in out3 and "reused_from" not in meta3 and meta3["digest"] != meta1["digest"]

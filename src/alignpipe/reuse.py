@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -223,3 +224,61 @@ class Step:
                  "metrics": result.metrics, "lineage": result.lineage, "inputs": self.inputs,
                  "alignpipe_version": version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         storage.write_text(self.index_uri, json.dumps(entry, indent=1, default=str))
+
+
+class DataStep:
+    """Reuse for one data set of ``prepare-data``: keyed by the source's raw content (sha256 of the file, or of a
+    folder's files), its kind and source format, and the alignpipe version. The taken-in data set (validated,
+    converted when it came from another tool) is published under ``reuse/prepare-data/<key>/`` in the state
+    store with its metadata, so a rerun on the same bytes skips validation and conversion; changed bytes behind
+    the same URI change the key."""
+
+    def __init__(self, local_source: Path, kind: str, fmt: str):
+        digest = (_folder_digest(local_source) if local_source.is_dir()
+                  else _file_sha256(local_source))
+        payload = {"stage": "prepare-data", "source_sha256": digest, "kind": kind, "format": fmt,
+                   "alignpipe": version()}
+        self.key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        self.folder = storage.join(state_root(), "reuse", "prepare-data", self.key)
+        self.index_uri = storage.join(state_root(), "reuse", "prepare-data", f"{self.key}.json")
+
+    def reused(self, dest: Path) -> dict | None:
+        """The recorded metadata, with the recorded data set copied to `dest`; None when there is none (or a
+        re-run is forced, or the record is incomplete)."""
+        if settings.current().force_rerun:
+            return None
+        try:
+            entry = json.loads(storage.read_text(self.index_uri))
+            local = storage.fetch(self.folder)
+        except (storage.StorageError, ValueError):
+            return None
+        if entry.get("format") != FORMAT or entry.get("key") != self.key:
+            return None
+        src = local / entry["name"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        shutil.copytree(src, dest) if src.is_dir() else shutil.copyfile(src, dest)
+        return {**entry["metadata"], "reused_from": self.folder, "reuse_key": self.key}
+
+    def record(self, taken_in: Path, metadata: dict) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="alignpipe-reuse-") as tmp:
+            staged = Path(tmp) / "data"
+            staged.mkdir()
+            name = taken_in.name or "data"
+            shutil.copytree(taken_in, staged / name) if taken_in.is_dir() else shutil.copyfile(taken_in, staged / name)
+            storage.publish_dir(staged, self.folder)
+        entry = {"format": FORMAT, "stage": "prepare-data", "key": self.key, "name": name,
+                 "metadata": {k: v for k, v in metadata.items() if k not in ("reused_from", "reuse_key")},
+                 "alignpipe_version": version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        storage.write_text(self.index_uri, json.dumps(entry, indent=1, default=str))
+
+
+def _file_sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

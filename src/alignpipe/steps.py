@@ -414,19 +414,46 @@ def prepare_data(uris: dict[str, str], required: list[str], outputs: dict[str, A
                 Path(art.path).write_bytes(b"")
                 art.metadata.update({"rows": 0, "source": "", "kind": kind})
                 continue
+            shown = "demo" if demo else DEMO_URI + named[split] if split in named else uri
+            step = _data_step(uri, kind, fmts[split])
+            info = step.reused(Path(art.path)) if step is not None else None
+            if info is not None:
+                info["source"] = shown
+                print(f"{format_param(param_of[split]).removesuffix('_format')}: {uri}: reused {info['reused_from']} "
+                      f"(the same bytes were taken in before; ALIGNPIPE_FORCE_RERUN=1 or --rerun takes them in again)",
+                      flush=True)
+                art.metadata.update(info)
+                summary[split] = info
+                continue
             report, source = _take_in(uri, kind, fmts[split], Path(art.path), format_param(param_of[split]))
             if not report.ok:
                 problems.extend(report.problems)
                 continue
             info = {"rows": report.rows, "format": report.format, "digest": report.digest, "kind": kind,
-                    "source": "demo" if demo else DEMO_URI + named[split] if split in named else uri, **source}
+                    "source": shown, **source}
             art.metadata.update(info)
             summary[split] = info
+            if step is not None:
+                step.record(Path(art.path), info)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if problems:
         raise DataError(problems)
     return summary
+
+
+def _data_step(uri: str, kind: str, fmt: str):
+    """The reuse identity of data set `uri` (alignpipe.reuse.DataStep), or None when it cannot be read (then
+    taking it in reports why)."""
+    from alignpipe import reuse
+    from alignpipe.data import DataError
+    from alignpipe.data.io import local_path
+
+    try:
+        local = local_path(uri)
+        return reuse.DataStep(local, kind, fmt) if local.exists() else None
+    except (DataError, OSError, UserError):
+        return None
 
 
 def _take_in(uri: str, kind: str, fmt: str, dest: Path, param: str):
