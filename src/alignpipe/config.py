@@ -561,6 +561,55 @@ class RegisterConfig(_Strict):
     run_name: str | None = None
 
 
+class RouteConfig(_Strict):
+    """Route training prompts by the current model's pass rate (DeReason-style): `k` samples per prompt scored by
+    the verifiable `rewards`; prompts solved at least `threshold` of the time go to SFT (with their reference
+    solution), the others to RL. Writes `easy.jsonl` (SFT rows), `hard.jsonl` (RL prompt rows) and
+    `pass_rates.json` to `output_dir`."""
+
+    stage: Literal["route"] = "route"
+    model: str = Field(description="The model whose pass rate decides (dir/URI, or `tiny`).")
+    data: str = Field(description="Training prompts: `prompt` + reference `answer` (optional `completion` or "
+                      "`solution`, `domain`, `difficulty`).")
+    output_dir: str = Field(description="Where easy.jsonl, hard.jsonl and pass_rates.json are written (local dir or "
+                            "s3:// URI, published atomically).")
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="exact_match")],
+                                      description="Verifiable rewards; a sample passes when every reward that applies "
+                                      "to it gives its full value (as evaluate's accuracy).")
+    k: int = Field(8, ge=1, description="Samples per prompt; pass rate = passing samples / k.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Easy (-> SFT) when pass rate >= threshold, else hard "
+                             "(-> RL).")
+    reference: Literal["auto", "completion", "solution", "answer"] = Field(
+        "auto", description="Column holding an easy prompt's SFT target. `auto`: `completion`, else `solution`, else "
+        "`answer` (the first one the row has, non-empty). An easy prompt without one goes to RL (counted as "
+        "`route/easy_without_reference`).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the k samples.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the k samples.")
+    max_new_tokens: int = Field(1024, ge=1, description="Tokens generated per sample (as in RL).")
+    limit: int | None = Field(None, ge=1, description="Route only the first N prompts (the rest are left out).")
+    batch_size: int = Field(64, ge=1, description="Prompts per generation batch.")
+    backend: Literal["auto", "hf", "vllm"] = Field("auto", description="`auto`: vLLM when installed and a GPU is "
+                                                   "present, else HF generate.")
+    allow_empty: bool = Field(False, description="Allow an empty easy or hard split (false: an empty split is an error "
+                              "naming the pass rates, since the SFT or RL step after it would have nothing to train on).")
+    seed: int = 0
+    trust_remote_code: bool = False
+    tracking: bool = True
+    run_name: str | None = None
+
+    @model_validator(mode="after")
+    def _check_route(self) -> "RouteConfig":
+        if self.k > 1 and self.temperature < MIN_SAMPLING_TEMPERATURE:
+            raise ValueError(f"temperature {self.temperature} is too low for k={self.k} samples per prompt (they would "
+                             f"all be the same): set it >= {MIN_SAMPLING_TEMPERATURE}")
+        if not self.rewards:
+            raise ValueError("rewards is empty (add at least one, e.g. rewards: [{name: exact_match}])")
+        if any(r.name == "reward_model" for r in self.rewards):
+            raise ValueError("rewards: reward_model is not a verifiable reward; routing needs pass/fail rewards "
+                             "(remove it, e.g. rewards: [{name: exact_match}])")
+        return self
+
+
 STAGE_CONFIGS: dict[str, type[_Strict]] = {
     "sft": SFTConfig,
     "reward_model": RewardModelConfig,
@@ -568,10 +617,11 @@ STAGE_CONFIGS: dict[str, type[_Strict]] = {
     "preference": PreferenceConfig,
     "evaluate": EvaluateConfig,
     "register": RegisterConfig,
+    "route": RouteConfig,
 }
 
 AnyStageConfig = Annotated[
-    SFTConfig | RewardModelConfig | RLConfig | PreferenceConfig | EvaluateConfig | RegisterConfig,
+    SFTConfig | RewardModelConfig | RLConfig | PreferenceConfig | EvaluateConfig | RegisterConfig | RouteConfig,
     Field(discriminator="stage"),
 ]
 
