@@ -359,6 +359,16 @@ def test_the_reward_secret_default_is_the_one_the_chart_creates():
     assert [d["metadata"]["namespace"] for d in secrets] == ["kubeflow"]
     assert set(secrets[0]["data"]) == set(common.REWARD_TOKEN_KEYS) == {values["rewardServer"]["token"]["key"]}
     assert set(common.REWARD_TOKEN_KEYS.values()) == {"ALIGNPIPE_REWARD_TOKEN"}
+    # The pipeline-defaults ConfigMap (what the upload job compiles with) names the Secret the chart created,
+    # or the existing Secret when one is given.
+    def defaults_cm(rendered):
+        return next(d for _, d in rm.split_docs(rendered) if d and d["kind"] == "ConfigMap"
+                    and d["metadata"]["name"].endswith("pipeline-defaults"))
+
+    assert defaults_cm(out)["data"]["ALIGNPIPE_REWARD_SECRET"] == secrets[0]["metadata"]["name"]
+    mine = rm.render_chart({"rewardServer": {"enabled": True, "token": {"existingSecret": "mine"}}}, name="team",
+                           namespace="kubeflow", chart=root / "helm" / "alignpipe")
+    assert defaults_cm(mine)["data"]["ALIGNPIPE_REWARD_SECRET"] == "mine"
 
 
 # ------------------------------------------------------------------------------ rl_engine, ppo (issue 11)
