@@ -27,7 +27,13 @@ from kfp import kubernetes
 from alignpipe import settings as _settings
 from alignpipe.base import UserError
 
-from alignpipe.platform import MLFLOW_OPTIONAL_KEYS, MLFLOW_REQUIRED_KEYS, S3_OPTIONAL_KEYS, S3_REQUIRED_KEYS
+from alignpipe.platform import (
+    MLFLOW_OPTIONAL_KEYS,
+    MLFLOW_REQUIRED_KEYS,
+    REWARD_TOKEN_KEYS,
+    S3_OPTIONAL_KEYS,
+    S3_REQUIRED_KEYS,
+)
 
 
 
@@ -51,12 +57,11 @@ STEPS: dict[str, Step] = {
     "preference": Step("Preference optimisation (DPO)", gpu=True, retry=True, cached=True),
     "evaluate": Step("Evaluate on held-out set", gpu=True, retry=False, cached=False, reward_token=True),
     "register": Step("Register model (gated)", gpu=False, retry=False, cached=False),
+    "route": Step("Route prompts by pass rate", gpu=True, retry=True, cached=True),
+    "rl-stage": Step("RL stage: data and settings", gpu=False, retry=False, cached=False),
 }
 #: Tasks whose outputs are fully determined by their inputs.
 CACHED = {name for name, step in STEPS.items() if step.cached}
-#: The reward service's token: {key in the chart's Secret: environment variable} (what alignpipe.rewards.code
-#: reads). Mounted with optional=True, so a cluster without the reward service runs the same pipelines.
-REWARD_TOKEN_KEYS = {"ALIGNPIPE_REWARD_TOKEN": "ALIGNPIPE_REWARD_TOKEN"}
 
 
 class PlatformError(UserError, ValueError):
@@ -213,7 +218,7 @@ def wiring(p: Platform, params: dict) -> Wiring:
 
 #: GPU task -> prefix of its `<prefix>_accelerator_type/count` pipeline parameters (the stage's name).
 ACCELERATOR_PREFIX = {"sft": "sft", "reward-model": "reward_model", "rl": "rl", "preference": "preference",
-                      "evaluate": "evaluate"}
+                      "evaluate": "evaluate", "route": "route"}
 
 
 def _typed(stage: str, params: dict) -> dict:
@@ -235,10 +240,13 @@ def prepare(w: Wiring, required: list[str], params: dict):
     return w.place(task, "prepare-data")
 
 
-def sft(w: Wiring, data, params: dict):
+def sft(w: Wiring, data, params: dict, train_data=None, init_task=None):
+    """SFT on `data`'s sft_train (or the `train_data` artifact), from `base_model` (or `init_task`'s model)."""
     from alignpipe.components import sft as component
 
-    return w.place(component(**_typed("sft", params), train_data=data.outputs["sft_train"]), "sft")
+    kwargs = {"init_model": init_task.outputs["model"]} if init_task is not None else {}
+    train = train_data if train_data is not None else data.outputs["sft_train"]
+    return w.place(component(**_typed("sft", params), train_data=train, **kwargs), "sft")
 
 
 def reward_model(w: Wiring, data, sft_task, params: dict):
@@ -249,12 +257,12 @@ def reward_model(w: Wiring, data, sft_task, params: dict):
     return w.place(task, "reward-model")
 
 
-def rl(w: Wiring, data, sft_task, params: dict, rm_task=None):
+def rl(w: Wiring, data, sft_task, params: dict, rm_task=None, train_data=None):
     from alignpipe.components import rl as component
 
     kwargs = {"reward_model": rm_task.outputs["model"]} if rm_task is not None else {}
-    task = component(**_typed("rl", params), sft_model=sft_task.outputs["model"],
-                     train_data=data.outputs["rl_train"], **kwargs)
+    train = train_data if train_data is not None else data.outputs["rl_train"]
+    task = component(**_typed("rl", params), sft_model=sft_task.outputs["model"], train_data=train, **kwargs)
     return w.place(task, "rl")
 
 
@@ -285,3 +293,11 @@ def register(w: Wiring, model_task, eval_task, metrics_key: str, params: dict):
     task = component(**_typed("register", params), metrics_key=metrics_key, model=model_task.outputs["model"],
                      eval_results=eval_task.outputs["results"])
     return w.place(task, "register")
+
+
+def route(w: Wiring, data, model_task, params: dict):
+    """Route `data`'s rl_train prompts by `model_task`'s pass rate: outputs `easy` (SFT rows) and `hard` (RL prompts)."""
+    from alignpipe.components import route as component
+
+    task = component(**_typed("route", params), model=model_task.outputs["model"], prompts=data.outputs["rl_train"])
+    return w.place(task, "route")

@@ -111,17 +111,22 @@ def multinode_job_name(stage: str) -> str:
 
 def _multinode(stage: str, cfg, api_client=None) -> StageResult:
     """`distributed.nodes` nodes x `distributed.gpus` GPUs as a TrainJob or PyTorchJob (`distributed.multinode`)
-    running this same entry point; the pods get the step's image and its S3/MLflow Secrets."""
+    running this same entry point; the pods get the step's image and its S3/MLflow Secrets (and, for rl, the
+    reward service's token, optional as on the step itself)."""
     from alignpipe import platform, settings, trainjob
 
     dist, s = cfg.distributed, settings.current()
+    optional: dict[str, dict[str, str]] = {s.s3_secret: dict(platform.S3_OPTIONAL_KEYS)}
+    optional.setdefault(s.mlflow_secret, {}).update(platform.MLFLOW_OPTIONAL_KEYS)
+    if stage == "rl":
+        optional.setdefault(s.reward_secret, {}).update(platform.REWARD_TOKEN_KEYS)
     _log(f"{stage}: handing {dist.nodes} nodes x {dist.gpus} GPUs to a {dist.multinode}")
     return trainjob.run_multinode(
         stage, cfg.model_dump(mode="json"), nodes=dist.nodes, gpus_per_node=dist.gpus, image=platform.gpu_image(),
         kind=dist.multinode, name=multinode_job_name(stage), gpu_resource=s.gpu_resource,
         service_account=s.pipeline_service_account,
         secrets={s.s3_secret: platform.S3_REQUIRED_KEYS, s.mlflow_secret: platform.MLFLOW_REQUIRED_KEYS},
-        optional_secrets={s.s3_secret: platform.S3_OPTIONAL_KEYS, s.mlflow_secret: platform.MLFLOW_OPTIONAL_KEYS},
+        optional_secrets=optional,
         node_selector=s.gpu_node_selector or None, tolerations=s.gpu_tolerations or None, reattach=True,
         api_client=api_client, on_status=lambda st: _log(f"{stage}: {st['name']} {st['state']}"))
 

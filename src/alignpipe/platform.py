@@ -24,6 +24,9 @@ S3_OPTIONAL_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_
                     "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION", "ALIGNPIPE_S3_BUCKET": "ALIGNPIPE_S3_BUCKET"}
 MLFLOW_REQUIRED_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
 MLFLOW_OPTIONAL_KEYS = {"MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"}
+#: The reward service's token: {key in the chart's Secret: environment variable} (what alignpipe.rewards.code
+#: reads). Mounted with optional=True, so a cluster without the reward service runs the same pipelines.
+REWARD_TOKEN_KEYS = {"ALIGNPIPE_REWARD_TOKEN": "ALIGNPIPE_REWARD_TOKEN"}
 #: ServiceAccount the pipeline pods run as.
 PIPELINE_SERVICE_ACCOUNT = "alignpipe-pipeline-runner"
 

@@ -273,7 +273,7 @@ class Settings:
         "ALIGNPIPE_REWARD_SECRET", "Kubernetes Secret with the code-reward service's token (key "
         "ALIGNPIPE_REWARD_TOKEN) that the RL and evaluate steps mount as env, optionally (the chart's "
         "`<fullname>-reward-server`, or `rewardServer.token.existingSecret`).", default=REWARD_SECRET_NAME,
-        readers=_PIPELINES, group="platform")
+        readers=(*_PIPELINES, "alignpipe.launch"), group="platform")
 
     # ---- KFP API ----
     namespace: str | None = _var(

@@ -384,6 +384,31 @@ def test_pipeline_step_with_nodes_runs_a_trainjob_with_the_step_secrets(monkeypa
     assert env["AWS_ACCESS_KEY_ID"] == {"name": "team-s3", "key": "AWS_ACCESS_KEY_ID"}
     assert env["AWS_ENDPOINT_URL"] == {"name": "team-s3", "key": "AWS_ENDPOINT_URL", "optional": True}
     assert env["MLFLOW_TRACKING_URI"] == {"name": "team-mlflow", "key": "MLFLOW_TRACKING_URI"}
+    assert "ALIGNPIPE_REWARD_TOKEN" not in env  # only the rl step scores with the reward service
+
+
+def test_a_multinode_rl_step_gives_its_pods_the_reward_token_optional(monkeypatch):
+    """The rl step's pod has the reward service's token (optional Secret); its TrainJob's pods get it the same way."""
+    from alignpipe import launch
+
+    monkeypatch.setenv("KFP_RUN_ID", "run-1234")
+    monkeypatch.setenv("ALIGNPIPE_REWARD_SECRET", "team-reward")
+    name = launch.multinode_job_name("rl")
+    master_log = "[default0]:" + RESULT_MARKER + json.dumps(RESULT) + "\n"
+    script = Script(statuses=[{"conditions": [condition("Created"), condition("Complete", "JobsCompleted", "done")]}],
+                    pods=trainjob_pods(name, "Succeeded", master_log))
+    cfg = config_mod.validate("rl", {"model": "s3://alignpipe/models/sft", "train_data": "s3://alignpipe/data/rl.jsonl",
+                                     "output_dir": "s3://alignpipe/models/rl", "tracking": False,
+                                     "training": {"max_steps": 10},
+                                     "distributed": {"gpus": 2, "nodes": 2, "multinode": "trainjob"}})
+    with KubeStub(script) as stub:
+        _multinode_env(monkeypatch, stub)
+        monkeypatch.setattr(trainjob, "submit_and_wait", _fast(trainjob.submit_and_wait))
+        launch.run_stage("rl", cfg)
+        body = stub.requests[0].body
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in body["spec"]["trainer"]["env"]}
+    assert env["ALIGNPIPE_REWARD_TOKEN"] == {"name": "team-reward", "key": "ALIGNPIPE_REWARD_TOKEN", "optional": True}
+    assert env["AWS_ACCESS_KEY_ID"] == {"name": "team-s3", "key": "AWS_ACCESS_KEY_ID"}
 
 
 def test_a_retried_launcher_pod_reattaches_to_the_running_job(monkeypatch):
