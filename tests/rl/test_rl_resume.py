@@ -96,3 +96,43 @@ def test_killed_ppo_run_resumes_to_the_same_weights(demo_data, tmp_path, weights
     assert [k for k in want if not torch.equal(got[k], want[k])] == []
     assert weights.changed(weights.load(str(tmp_path / "ref")), weights.load(str(tmp_path / "out"))) == []
     assert not list(Path(store).rglob("checkpoint-*"))  # cleared once the output is published
+
+
+def test_sigterm_checkpoints_when_the_step_ends_and_exits_143(tmp_path, monkeypatch):
+    """SIGTERM during a rollout step: the step finishes, its checkpoint is published, Preempted (exit 143) is raised;
+    a second run resumes after it and runs only the remaining steps."""
+    import os
+    import signal
+
+    from alignpipe import checkpoints, rl
+    from alignpipe.config import RLConfig
+    from alignpipe.models import build_tiny_model
+
+    sys.path.insert(0, str(DRIVER.parent))
+    from engine_driver import digit_share_reward
+
+    monkeypatch.setenv("ALIGNPIPE_STATE_URI", str(tmp_path / "store"))
+    monkeypatch.setenv("ALIGNPIPE_CHECKPOINT_DIR", str(tmp_path / "local"))
+    cfg = RLConfig(model="tiny", train_data="unused", output_dir=str(tmp_path / "out"), tracking=False,
+                   algorithm="grpo", engine="alignpipe", generation=dict(max_new_tokens=4), grpo=dict(num_generations=4),
+                   training=dict(max_steps=3, learning_rate=1e-3, batch_size=8, save_steps=None, save_minutes=None))
+    prompts = [{"prompt": f"{a}+{a}="} for a in range(10)]
+
+    def run(log=None):
+        model, tok = build_tiny_model(0)
+        store = checkpoints.Checkpoints("rl", cfg, "k" * 16)
+        return rl.train(cfg, model, tok, prompts, [digit_share_reward], [1.0], log=log, ckpt=store)
+
+    def sigterm_in_step_2(entry):
+        if entry["step"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives as step 2 ends (log is called inside the step)
+
+    with pytest.raises(checkpoints.Preempted) as err:
+        run(sigterm_in_step_2)
+    assert err.value.code == 143 and err.value.step == 2
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back
+    ran: list[dict] = []
+    resumed = run(ran.append)
+    assert [h["step"] for h in ran] == [3.0]  # only the step after the checkpoint ran again
+    assert [h["step"] for h in resumed.history] == [1.0, 2.0, 3.0]
+    assert resumed.history[-1]["optimizer_steps"] == 3
