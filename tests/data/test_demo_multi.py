@@ -91,3 +91,14 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path):
     for name in MULTI_FILES:
         assert Path(a[name]).read_bytes() == Path(b[name]).read_bytes()
     assert Path(a["multi_eval"]).read_bytes() != Path(c["multi_eval"]).read_bytes()
+
+
+def test_preset_takes_the_multi_files():
+    # (prepare-data resolves demo:NAME for any file write_demo_data writes: tests/pipelines/test_code_demo.py)
+    from alignpipe import presets
+
+    values = presets.values_for("demo-multi", "rlvr")
+    assert (values["sft_data"], values["rl_data"], values["eval_data"]) == (
+        "demo:multi_sft_train", "demo:multi_rl_train", "demo:multi_eval")
+    assert [r["name"] for r in values["rewards"]] == ["exact_match"]
+
