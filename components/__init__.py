@@ -10,6 +10,8 @@ from .prepare_data import prepare_data
 from .register import register
 from .reward_model import reward_model
 from .rl import rl
+from .rl_stage import rl_stage
+from .route import route
 from .sft import sft
 
-__all__ = ["evaluate", "preference", "prepare_data", "register", "reward_model", "rl", "sft"]
+__all__ = ["evaluate", "preference", "prepare_data", "register", "reward_model", "rl", "rl_stage", "route", "sft"]

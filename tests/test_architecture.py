@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
     "alignpipe.sampling": 3, "alignpipe.serving": 3,
     "alignpipe.rl": 4, "alignpipe.stages": 4, "alignpipe.mixture": 4,
     "alignpipe.trainjob": 5, "alignpipe.launch": 5,
-    "alignpipe.steps": 6,
+    "alignpipe.steps": 6, "alignpipe.rl_stages": 6,
     "alignpipe.components": 7,
     "alignpipe.pipelines": 8,
     "alignpipe.runs": 9,

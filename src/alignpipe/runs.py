@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from alignpipe import settings
 from alignpipe.base import UserError
@@ -37,6 +38,7 @@ PLACEHOLDER_PATHS: dict[str, dict[str, Any]] = {
     "preference": {"model": f"{_V}/sft", "train_data": f"{_V}/pref", "output_dir": f"{_V}/dpo"},
     "evaluate": {"models": {"base": "tiny", "sft": f"{_V}/sft"}, "data": f"{_V}/eval", "output": f"{_V}/eval.json"},
     "register": {"model": f"{_V}/model", "metrics": f"{_V}/eval.json"},
+    "route": {"model": f"{_V}/sft", "data": f"{_V}/rl", "output_dir": f"{_V}/route"},
 }
 #: KFP parameter type -> (python types accepted, name shown in errors).
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -59,13 +61,13 @@ class PipelineError(UserError, ValueError):
 def module(name: str):
     if name not in PIPELINES:
         raise PipelineError(f"unknown pipeline {name!r} (choose one of: {', '.join(PIPELINES)})")
-    return importlib.import_module(f"alignpipe.pipelines.{name}")
+    return importlib.import_module(f"alignpipe.pipelines.{name.replace('-', '_')}")
 
 
 def load(name: str, platform=None):
     """The pipeline `name`, built for `platform` (a pipelines.common.Platform) or from the environment."""
     mod = module(name)
-    return mod.build(platform) if platform is not None else getattr(mod, f"{name}_pipeline")
+    return mod.build(platform) if platform is not None else getattr(mod, f"{name.replace('-', '_')}_pipeline")
 
 
 def parameters(pipeline) -> dict[str, tuple[str, Any]]:
@@ -125,6 +127,10 @@ def check_params(pipeline, given: dict[str, Any] | None = None) -> dict[str, Any
         if stage == "rl" and "reward_model_config" in values:
             paths["reward_model"] = f"{_V}/rm"
         steps.stage_config(stage, values[config_param], typed, paths, source=config_param)
+    if "stages" in values:  # staged-rl: every stage's entry and RL config, for the compiled number of stages
+        from alignpipe import rl_stages
+
+        rl_stages.check(values, count=len(params["stages"][1] or []))
     for name in ("s3_secret", "mlflow_secret", "reward_secret"):
         if name in values and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", str(values[name])):
             raise PipelineError(f"parameter {name}: {values[name]!r} is not a Kubernetes Secret name")
@@ -312,13 +318,32 @@ def _metrics_of(executor_output: dict) -> dict[str, float]:
     return dict(art[0].get("metadata", {})) if art else {}
 
 
+@contextlib.contextmanager
+def _tasks_through(server) -> Iterator[None]:
+    """While a kfp.local run lasts, its SubprocessRunner's tasks are served by `server` (a
+    forkserver.ForkServer); a task the server cannot take runs as kfp.local's own subprocess."""
+    from kfp.local import subprocess_task_handler as handler
+
+    plain = handler.run_local_subprocess
+
+    def run(full_command, env_vars=None):
+        rc = server.run(full_command, env_vars)
+        return plain(full_command=full_command, env_vars=env_vars) if rc is None else rc
+
+    handler.run_local_subprocess = run
+    try:
+        yield
+    finally:
+        handler.run_local_subprocess = plain
+
+
 def run_local(name: str, params: dict[str, Any] | None = None, workdir: str | Path = "out/run",
-              console=None, extra_summary: dict | None = None) -> dict:
-    """Run pipeline `name` through kfp.local on this machine; returns (and writes) the summary."""
-    from kfp import local
+              console=None, extra_summary: dict | None = None, fork_server: bool | None = None) -> dict:
+    """Run pipeline `name` through kfp.local on this machine; returns (and writes) the summary.
 
-    from alignpipe import report, tracking
-
+    `fork_server` (default: ALIGNPIPE_LOCAL_FORKSERVER, on): tasks are forks of a warm process that imported
+    the ML libraries once (`alignpipe.forkserver`) instead of fresh interpreters; False: kfp.local's own
+    subprocesses."""
     console = console or sys.stdout
     pipeline = load(name)
     values = check_params(pipeline, params)  # before anything runs
@@ -328,6 +353,26 @@ def run_local(name: str, params: dict[str, Any] | None = None, workdir: str | Pa
     os.environ.setdefault("ALIGNPIPE_CHECKPOINT_DIR", str(workdir / "checkpoints"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     start = time.perf_counter()
+    if fork_server is None:
+        fork_server = settings.current().local_forkserver
+    stack = contextlib.ExitStack()
+    if fork_server:
+        from alignpipe.forkserver import ForkServer
+
+        zygote_log = stack.enter_context((workdir / "logs" / "forkserver.log").open("a", encoding="utf-8"))
+        server = stack.enter_context(ForkServer(output=zygote_log, log=lambda line: print(line, flush=True)))
+        stack.enter_context(_tasks_through(server))
+    with stack:
+        return _run_local(name, pipeline, values, params, workdir, console, extra_summary, start,
+                          fork_server)
+
+
+def _run_local(name, pipeline, values, params, workdir: Path, console, extra_summary, start: float,
+               fork_server: bool) -> dict:
+    from kfp import local
+
+    from alignpipe import report, tracking
+
     summary: dict[str, Any] = {"pipeline": name, "status": "failed", "seed": values.get("seed"),
                                "params": {k: v for k, v in (params or {}).items()}, **(extra_summary or {})}
     router = _TaskLogRouter(workdir / "logs", console)
@@ -371,6 +416,7 @@ def run_local(name: str, params: dict[str, Any] | None = None, workdir: str | Pa
                           if "time/stage_seconds" in m},
         "task_seconds": {t: round(s, 2) for t, (_, s) in router.finished.items()},
         "kfp_run_dir": str(run_dir),
+        "task_runner": "forkserver" if fork_server else "subprocess",
         "seconds": round(time.perf_counter() - start, 2),
     })
     if "reward-model" in stage_metrics:

@@ -87,6 +87,11 @@ STAGE_PARAMS: dict[str, StageParams] = {
         Typed("model_name", "model_name", "registry_model_name"),
         Typed("gate_metric", "gate_metric", "gate_metric"),
         Typed("gate_threshold", "gate_threshold", "gate_threshold"))),
+    "route": StageParams("route_config", (
+        Typed("k", "k", "route_k"),
+        Typed("threshold", "threshold", "route_threshold"),
+        Typed("rewards", "rewards", "rewards"),
+        Typed("seed", "seed", "seed"))),
 }
 def typed_args(stage: str, local_vars: dict[str, Any]) -> dict[str, Any]:
     """A component's typed arguments for `stage`, picked by the table from its `locals()`."""
@@ -104,6 +109,7 @@ PATH_KEYS: dict[str, tuple[str, ...]] = {
     "preference": ("model", "train_data", "eval_data", "ref_model", "output_dir"),
     "evaluate": ("models", "data", "reward_model", "output"),
     "register": ("model", "metrics", "metrics_key"),
+    "route": ("model", "data", "output_dir"),
 }
 
 #: Data sets prepare_data can hand on: output name -> data kind (alignpipe.data).

@@ -182,7 +182,7 @@ def test_signatures_match_the_parameter_table():
         typed = {t.param for sp in steps.STAGE_PARAMS.values() for t in sp.typed}
         other = params - typed - {sp.config_param for sp in steps.STAGE_PARAMS.values()}
         allowed = {*steps.DATA_PARAMS, *steps.FORMAT_PARAMS, "gpu_tolerations", "gpu_node_selector", "s3_secret",
-                   "mlflow_secret", "reward_secret"}
+                   "mlflow_secret", "reward_secret", "stages"}  # stages: staged-rl's list of RL stages
         acc = {f"{prefix}_accelerator_{k}" for prefix in common.ACCELERATOR_PREFIX.values() for k in ("type", "count")}
         assert other <= allowed | acc, f"{name}: parameters outside the tables: {other - allowed - acc}"
 
@@ -190,7 +190,7 @@ def test_signatures_match_the_parameter_table():
 def test_demo_preset_compiles_into_the_package_defaults(tmp_path):
     paths = runs.compile_all(tmp_path, preset="demo", root="s3://team-bucket/pipelines")
     assert sorted(p.name for p in paths.values()) == ["preference-demo.yaml", "rlhf-demo.yaml", "rlvr-demo.yaml",
-                                                      "sft-demo.yaml"]
+                                                      "sft-demo.yaml", "sft-rl-routed-demo.yaml", "staged-rl-demo.yaml"]
     docs = list(yaml.safe_load_all(paths["rlhf"].read_text()))
     params = docs[0]["root"]["inputDefinitions"]["parameters"]
     assert docs[0]["defaultPipelineRoot"] == "s3://team-bucket/pipelines"
