@@ -56,9 +56,12 @@ def resolve(stages: Any, index: int, defaults: dict[str, Any], count: int | None
         raise ConfigError(f"{where}: rl_config: must be a mapping of RL config keys")
     if not isinstance(out["rewards"], list):
         raise ConfigError(f"{where}: rewards: must be a list of {{name, weight}}")
+    if isinstance(out["rl_steps"], float) and out["rl_steps"].is_integer():  # (KFP hands JSON numbers on as floats)
+        out["rl_steps"] = int(out["rl_steps"])
     for key, kind in (("rl_steps", int), ("rl_learning_rate", (int, float))):
         if isinstance(out[key], bool) or not isinstance(out[key], kind):
-            raise ConfigError(f"{where}: {key}: expected a number (got {out[key]!r})")
+            raise ConfigError(f"{where}: {key}: expected {'an integer' if kind is int else 'a number'} "
+                              f"(got {out[key]!r})")
     if not isinstance(out["rl_data"] or "", str):
         raise ConfigError(f"{where}: rl_data: expected a data set URI string")
     return out

@@ -99,7 +99,6 @@ def test_local_run_routes_easy_prompts_to_sft_and_hard_ones_to_rl(tmp_path, caps
     assert Path(sft2["parent_model"]) == run_dir / "sft" / "model"
     rl = execs["rl"]["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert Path(rl["parent_model"]) == run_dir / "sft-2" / "model"
-    assert "route/easy" in (work / "logs" / "pipeline.log").read_text() or route_metrics
 
     import mlflow
 
