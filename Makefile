@@ -41,6 +41,7 @@ test-fast: install
 bench: install
 	$(PY) bench/bench_storage.py
 	$(PY) bench/stages_vs_plain.py
+	$(PY) bench/rl_engines.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -341,6 +341,12 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
             entry.update(_stats("advantages", adv, mask))
             if values is not None:
                 entry.update(_stats("values", values, mask))
+                if returns is not None:  # explained variance: 1 - Var(returns - values) / Var(returns), over tokens
+                    entry.update(_stats("returns", returns, mask))
+                    on = mask > 0
+                    var = returns[on].var() if on.sum() > 1 else torch.tensor(0.0)
+                    if var > 0:
+                        entry["value_explained_variance"] = float(1 - (returns[on] - values[on]).var() / var)
             entry.update({name: sums[name] / counts[name] for name in sums})
             entry.update(smp.metrics())
             entry["temperature"] = temp
