@@ -83,3 +83,18 @@ def test_rlvr_runs_on_the_code_data(tmp_path, capsys):
     assert s["status"] == "succeeded" and set(s["eval"]) == {"base", "sft", "rl"}
     for m in s["eval"].values():
         assert 0.0 <= m["accuracy"] <= 1.0 and "reward/code_tests" in m
+
+
+def test_rollouts_and_evaluation_are_long_enough_for_every_reference_program(tmp_path):
+    """A cut-off program is a failed program: the preset's max_new_tokens must hold the longest reference
+    program plus the end-of-turn token (`print("001")` + <|im_end|> = 13 tokens), or RL and evaluate would score
+    right answers as 0."""
+    from alignpipe.models.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    longest = max(len(tok(r["completion"][0]["content"] + tok.eos_token, add_special_tokens=False)["input_ids"])
+                  for r in _rows(write_demo_data(tmp_path)["code_sft_train"]))
+    values = presets.values_for("demo-code", "rlvr")
+    assert longest == 13
+    assert values["rl_config"]["generation"]["max_new_tokens"] >= longest
+    assert values["evaluate_config"]["max_new_tokens"] >= longest
