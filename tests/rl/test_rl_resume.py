@@ -136,3 +136,46 @@ def test_sigterm_checkpoints_when_the_step_ends_and_exits_143(tmp_path, monkeypa
     assert [h["step"] for h in ran] == [3.0]  # only the step after the checkpoint ran again
     assert [h["step"] for h in resumed.history] == [1.0, 2.0, 3.0]
     assert resumed.history[-1]["optimizer_steps"] == 3
+
+
+def test_lora_run_resumes_to_the_same_adapter(tmp_path, monkeypatch):
+    """With LoRA the checkpoint holds the adapter weights (not the frozen base); a run stopped after checkpoint 1
+    and resumed ends with the same adapter as an uninterrupted one."""
+    from alignpipe import checkpoints, rl
+    from alignpipe.config import RLConfig
+    from alignpipe.models import build_tiny_model
+
+    from alignpipe.rewards import completion_text
+
+    def distinct_chars(prompts, completions, **kwargs):  # varies from the first step, so the adapter moves
+        return [len(set(completion_text(c))) / 4 for c in completions]
+
+    monkeypatch.setenv("ALIGNPIPE_CHECKPOINT_DIR", str(tmp_path / "local"))
+    cfg = RLConfig(model="tiny", train_data="unused", output_dir=str(tmp_path / "out"), tracking=False,
+                   algorithm="grpo", engine="alignpipe", generation=dict(max_new_tokens=4), grpo=dict(num_generations=4),
+                   lora=dict(r=4, alpha=8, dropout=0.0),
+                   training=dict(max_steps=2, learning_rate=1e-2, batch_size=8, save_steps=1, save_minutes=None))
+    prompts = [{"prompt": f"{a}+{a}="} for a in range(10)]
+
+    def run(store_dir):
+        monkeypatch.setenv("ALIGNPIPE_STATE_URI", str(tmp_path / store_dir))
+        model, tok = build_tiny_model(0)
+        return rl.train(cfg, model, tok, prompts, [distinct_chars], [1.0],
+                        ckpt=checkpoints.Checkpoints("rl", cfg, "k" * 16))
+
+    want = run("ref").model
+    original = state.EngineCheckpoints.save
+
+    def save_then_stop(self, done, st):
+        assert all("lora_" in name for name in st["policy"]), list(st["policy"])[:3]  # the adapter only
+        original(self, done, st)
+        raise Killed(done)
+
+    monkeypatch.setattr(state.EngineCheckpoints, "save", save_then_stop)
+    with pytest.raises(Killed):
+        run("store")
+    monkeypatch.setattr(state.EngineCheckpoints, "save", original)
+    got = run("store").model
+    adapters = {n: p for n, p in want.named_parameters() if p.requires_grad}
+    assert adapters and all(torch.equal(p, dict(got.named_parameters())[n]) for n, p in adapters.items())
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in adapters.items() if "lora_B" in n)  # it trained

@@ -4,9 +4,12 @@ One loop — sample prompts, generate k completions each, score them with the re
 advantages, update the policy for several epochs x mini-batches — whose parts are named plug-ins:
 
 - advantage estimators (`ADVANTAGES`): grpo, dr_grpo, rloo, reinforce_pp, gae (with a critic)
-- policy losses (`LOSSES`): ppo_clip (with clip-higher), nft, copg, sft_on_positive
+- policy losses (`LOSSES`): ppo_clip (with clip-higher), nft, copg, sft_on_positive, alol (A-LoL)
 - loss aggregations (`AGGREGATIONS`): token_mean, seq_mean, token_sum_norm
 - KL estimators (`KL_ESTIMATORS`): k1, k2, k3 — to a frozen reference, as a loss term or in the reward
+
+Entropy control (`entropy.TemperatureController`: the sampling temperature follows a target entropy) and
+checkpoint/resume through the stage's checkpoint store (`state`) are part of the loop.
 
 Adding one is a function and a decorator (see `alignpipe.rl.registry`); `describe()` lists them all.
 `algorithm: ppo` is gae + ppo_clip + a critic; `algorithm: grpo|rloo` on this engine is grpo|rloo + ppo_clip.
