@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     "alignpipe.steps": 6, "alignpipe.rl_stages": 6,
     "alignpipe.components": 7,
     "alignpipe.pipelines": 8,
-    "alignpipe.runs": 9,
+    "alignpipe.runs": 9, "alignpipe.forkserver": 9,
     "alignpipe.cli": 10,
 }
 LAYER_NAMES = {0: "base", 1: "config/settings", 2: "storage", 3: "data/models/rewards/tracking", 4: "stages",

@@ -234,6 +234,11 @@ class Settings:
     progress: bool = _var(
         "ALIGNPIPE_PROGRESS", "Show training progress bars (0 hides them, e.g. in CI logs).", default=True,
         parse=_bool, readers=("alignpipe.stages.common", "alignpipe.distributed"), group="local")
+    local_forkserver: bool = _var(
+        "ALIGNPIPE_LOCAL_FORKSERVER", "`alignpipe run --local` serves kfp.local's tasks from a warm process that "
+        "has imported torch, transformers, TRL and MLflow once (each task is a fork of it, see "
+        "`src/alignpipe/forkserver.py`); 0: every task a fresh subprocess, as kfp.local starts them.",
+        default=True, parse=_bool, readers=("alignpipe.runs",), group="local")
 
     # ---- multi-process training ----
     launch_timeout_s: float | None = _var(
