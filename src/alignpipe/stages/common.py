@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from alignpipe import settings
 from alignpipe.base import StageResult, barrier, is_main_process  # noqa: F401 (StageResult: re-export)
 from alignpipe.config import DistributedSettings, TrainingSettings
 
 
 def has_cuda() -> bool:
+    import torch  # here, not at the top: register and prepare-data import this module and need no torch
+
     return torch.cuda.is_available()
 
 
@@ -33,6 +33,8 @@ def trainer_kwargs(t: TrainingSettings, output_dir: str, tracking: bool, run_nam
         raise ConfigError("training.precision: fp16 needs a CUDA GPU and this machine has none "
                           "(use precision: bf16 or fp32 on the CPU, or auto)")
     # Mixed precision: the weights stay fp32 (models.load_dtype(train=True)); bf16/fp16 only autocast.
+    import torch
+
     bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
     return dict(
         output_dir=output_dir,
