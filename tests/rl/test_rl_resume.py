@@ -179,3 +179,53 @@ def test_lora_run_resumes_to_the_same_adapter(tmp_path, monkeypatch):
     adapters = {n: p for n, p in want.named_parameters() if p.requires_grad}
     assert adapters and all(torch.equal(p, dict(got.named_parameters())[n]) for n, p in adapters.items())
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in adapters.items() if "lora_B" in n)  # it trained
+
+
+def test_expert_iteration_resumes_after_its_last_complete_round(demo_data, tmp_path, weights, monkeypatch, capfd):
+    """Expert iteration checkpoints after every round (policy, the round sampler's and the global RNG states, the
+    history): a run stopped right after round 1's checkpoint and resumed with an empty local folder runs rounds 2
+    and 3 only and ends with the weights of an uninterrupted run."""
+    sys.path.insert(0, str(DRIVER.parent))
+    import engine_driver
+
+    from alignpipe import config
+    from alignpipe.stages import rl as rl_stage
+
+    engine_driver.register_reward()
+
+    def cfg(out: str) -> dict:
+        return {"model": "tiny", "train_data": demo_data["rl_train"], "output_dir": out, "tracking": False,
+                "algorithm": "expert_iteration", "rewards": [{"name": "digit_share"}],
+                "generation": {"max_new_tokens": 6, "temperature": 1.0},
+                "expert_iteration": {"rounds": 3, "prompts_per_round": 8, "samples_per_prompt": 2, "min_reward": 0.3,
+                                     "sft_steps_per_round": 2},
+                "training": {"max_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1, "seed": 0}}
+
+    monkeypatch.setenv("ALIGNPIPE_STATE_URI", str(tmp_path / "ref-state"))
+    ref = rl_stage.run(config.validate("rl", cfg(str(tmp_path / "ref"))))
+    assert ref.metrics["train/steps"] > 0  # some rounds kept samples and trained
+
+    monkeypatch.setenv("ALIGNPIPE_STATE_URI", str(tmp_path / "store"))
+    monkeypatch.setenv("ALIGNPIPE_CHECKPOINT_DIR", str(tmp_path / "pod1"))
+    original = state.EngineCheckpoints.save
+
+    def save_then_stop(self, done, st):
+        original(self, done, st)
+        raise Killed(done)
+
+    monkeypatch.setattr(state.EngineCheckpoints, "save", save_then_stop)
+    with pytest.raises(Killed):
+        rl_stage.run(config.validate("rl", cfg(str(tmp_path / "out"))))
+    monkeypatch.setattr(state.EngineCheckpoints, "save", original)
+    assert sorted(p.name for p in (tmp_path / "store").rglob("checkpoint-*") if (p / "MANIFEST.json").exists()) == [
+        "checkpoint-1"]
+
+    monkeypatch.setenv("ALIGNPIPE_CHECKPOINT_DIR", str(tmp_path / "pod2"))  # a new pod: empty local folder
+    capfd.readouterr()
+    resumed = rl_stage.run(config.validate("rl", cfg(str(tmp_path / "out"))))
+    assert "expert iteration: resuming after round 1 of 3" in capfd.readouterr().err
+    assert [h["round"] for h in resumed.history] == [0, 1, 2]
+    assert resumed.history == ref.history and resumed.metrics["train/steps"] == ref.metrics["train/steps"]
+    got, want = weights.load(str(tmp_path / "out")), weights.load(str(tmp_path / "ref"))
+    assert [k for k in want if not torch.equal(got[k], want[k])] == []
+    assert not list((tmp_path / "store").rglob("checkpoint-*"))  # cleared once the output is published

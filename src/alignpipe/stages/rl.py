@@ -116,46 +116,68 @@ def _run_expert_iteration(cfg, model, tokenizer, train, funcs, weights, tr, run_
         from peft import get_peft_model
 
         model = get_peft_model(model, models.lora_config(cfg.lora))
-    for rnd in range(ei.rounds):
-        idx = rng.sample(range(len(train)), min(ei.prompts_per_round, len(train)))
-        batch = train.select(idx)
-        prompts = list(batch["prompt"])
-        samples = HFGenerator(model, tokenizer, batch_size=64).generate(
-            prompts, n=ei.samples_per_prompt, temperature=cfg.generation.temperature,
-            max_new_tokens=cfg.generation.max_new_tokens, top_p=cfg.generation.top_p, seed=cfg.training.seed + rnd)
-        flat_prompts = [p for p, outs in zip(prompts, samples) for _ in outs]
-        flat_completions = [c for outs in samples for c in outs]
-        flat_cols = {c: [v for v, outs in zip(batch[c], samples) for _ in outs] for c in columns}
-        scores = rewards.score(funcs, weights, flat_prompts, flat_completions, **flat_cols)["total"]
-        kept, seen = [], set()
-        for p, c, s in zip(flat_prompts, flat_completions, scores):
-            key = (str(p), c)
-            if s is not None and s >= ei.min_reward and key not in seen:
-                seen.add(key)
-                conv = isinstance(p, list)
-                kept.append({"prompt": p, "completion": [{"role": "assistant", "content": c}] if conv else c})
-        success = sum(1 for s in scores if s is not None and s >= ei.min_reward) / max(1, len(scores))
-        finite = [s for s in scores if not math.isnan(s)]
-        entry = {"round": rnd, "success_rate": success, "kept": len(kept),
-                 "mean_reward": sum(finite) / max(1, len(finite))}
-        if kept:
-            args = TRLSFTConfig(**{**trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-ei-{rnd}", cfg.output_dir)),
-                                                   tr.enabled, f"{run_name}-round{rnd}", cfg.distributed),
-                                   "max_steps": ei.sft_steps_per_round, "save_strategy": "no",
-                                   # warm-up scales with the round, not with training.max_steps (3% by default)
-                                   "warmup_steps": (cfg.training.warmup_steps or 0) * ei.sft_steps_per_round
-                                   // max(1, cfg.training.max_steps)},
-                                completion_only_loss=True, max_length=1024)
-            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept),
-                                 processing_class=tokenizer)
-            trainer.train()
-            model = trainer.model
-            steps += trainer.state.global_step
-            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-            if losses:
-                entry["sft_loss_last"] = losses[-1]
-        history.append(entry)
-        tr.log_metrics({f"ei/{k}": v for k, v in entry.items() if k != "round"}, step=rnd)
+    # A checkpoint after every round (each round's SFT starts a fresh optimizer, so a round boundary is an exact
+    # restart point): the policy (the adapter under LoRA), the round sampler's and the global RNG states, the
+    # history. SIGTERM mid-round: the grace period runs, then the retry resumes after the last complete round.
+    from alignpipe.reuse import say
+    from alignpipe.rl.state import EngineCheckpoints, load_policy_weights, policy_weights, rng_state, set_rng_state
+
+    saver = EngineCheckpoints(ckpt, cfg.training)
+    start = 0
+    if (state := saver.restore()) is not None:
+        load_policy_weights(model, state["policy"])
+        rng.setstate(state["round_rng"])
+        set_rng_state(state["rng"])
+        start, steps, history = state["round"], state["steps"], state["history"]
+        say(f"rl: expert iteration: resuming after round {start} of {ei.rounds} ({steps} SFT steps done)")
+    with saver:  # SIGTERM: noted; the round in progress ends (within the grace period), is saved, exit 143
+        for rnd in range(start, ei.rounds):
+            idx = rng.sample(range(len(train)), min(ei.prompts_per_round, len(train)))
+            batch = train.select(idx)
+            prompts = list(batch["prompt"])
+            samples = HFGenerator(model, tokenizer, batch_size=64).generate(
+                prompts, n=ei.samples_per_prompt, temperature=cfg.generation.temperature,
+                max_new_tokens=cfg.generation.max_new_tokens, top_p=cfg.generation.top_p, seed=cfg.training.seed + rnd)
+            flat_prompts = [p for p, outs in zip(prompts, samples) for _ in outs]
+            flat_completions = [c for outs in samples for c in outs]
+            flat_cols = {c: [v for v, outs in zip(batch[c], samples) for _ in outs] for c in columns}
+            scores = rewards.score(funcs, weights, flat_prompts, flat_completions, **flat_cols)["total"]
+            kept, seen = [], set()
+            for p, c, s in zip(flat_prompts, flat_completions, scores):
+                key = (str(p), c)
+                if s is not None and s >= ei.min_reward and key not in seen:
+                    seen.add(key)
+                    conv = isinstance(p, list)
+                    kept.append({"prompt": p, "completion": [{"role": "assistant", "content": c}] if conv else c})
+            success = sum(1 for s in scores if s is not None and s >= ei.min_reward) / max(1, len(scores))
+            finite = [s for s in scores if not math.isnan(s)]
+            entry = {"round": rnd, "success_rate": success, "kept": len(kept),
+                     "mean_reward": sum(finite) / max(1, len(finite))}
+            if kept:
+                args = TRLSFTConfig(**{**trainer_kwargs(cfg.training, str(checkpoint_dir(f"rl-ei-{rnd}", cfg.output_dir)),
+                                                       tr.enabled, f"{run_name}-round{rnd}", cfg.distributed),
+                                       "max_steps": ei.sft_steps_per_round, "save_strategy": "no",
+                                       # warm-up scales with the round, not with training.max_steps (3% by default)
+                                       "warmup_steps": (cfg.training.warmup_steps or 0) * ei.sft_steps_per_round
+                                       // max(1, cfg.training.max_steps)},
+                                    completion_only_loss=True, max_length=1024)
+                trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(kept),
+                                     processing_class=tokenizer)
+                trainer.train()
+                model = trainer.model
+                steps += trainer.state.global_step
+                losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+                if losses:
+                    entry["sft_loss_last"] = losses[-1]
+            history.append(entry)
+            tr.log_metrics({f"ei/{k}": v for k, v in entry.items() if k != "round"}, step=rnd)
+            if saver.enabled and (rnd + 1 < ei.rounds or saver.preempted):
+                saver.save(rnd + 1, {"round": rnd + 1, "steps": steps, "history": history,
+                                     "policy": policy_weights(model), "round_rng": rng.getstate(), "rng": rng_state()})
+    if trainer is None and start > 0:  # resumed, and no later round kept samples: the restored policy is the model
+        from types import SimpleNamespace
+
+        trainer = SimpleNamespace(model=model)
     metrics["train/steps"] = float(steps)
     metrics["train/success_rate_first"] = history[0]["success_rate"]
     metrics["train/success_rate_last"] = history[-1]["success_rate"]
