@@ -92,8 +92,9 @@ def test_rollouts_and_evaluation_are_long_enough_for_every_reference_program(tmp
     from alignpipe.models.tiny import build_tokenizer
 
     tok = build_tokenizer()
-    longest = max(len(tok(r["completion"][0]["content"] + tok.eos_token, add_special_tokens=False)["input_ids"])
-                  for r in _rows(write_demo_data(tmp_path)["code_sft_train"]))
+    programs = {r["completion"][0]["content"] for r in _rows(write_demo_data(tmp_path)["code_sft_train"])}
+    longest = max(len(tok(p + tok.eos_token, add_special_tokens=False)["input_ids"])  # (character level: the
+                  for p in sorted(programs, key=len)[-20:])                           # longest texts suffice)
     values = presets.values_for("demo-code", "rlvr")
     assert longest == 13
     assert values["rl_config"]["generation"]["max_new_tokens"] >= longest
