@@ -11,7 +11,7 @@ from alignpipe.config import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 STAGE_OF = {"sft": "sft", "reward": "reward_model", "rl": "rl", "preference": "preference", "evaluate": "evaluate",
-            "register": "register"}
+            "register": "register", "route": "route"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
