@@ -289,6 +289,48 @@ class TemperatureControlSettings(_Strict):
         return self
 
 
+class ReliftSettings(_Strict):
+    """ReLIFT on the alignpipe engine: prompts whose every completion failed (summed reward < sampler.success_threshold)
+    go to a buffer with their reference solution (the `completion` column, else `solution`, else `answer`); every
+    `every` rollout steps, or as soon as the buffer holds `buffer` prompts, `sft_steps` SFT steps (completion-only
+    NLL, own AdamW at `learning_rate`) run on the buffered demonstrations and the buffer is emptied."""
+
+    every: int = Field(4, ge=1, description="Run the SFT steps after every this many rollout steps (if the buffer "
+                       "is not empty).")
+    buffer: int = Field(16, ge=1, description="...or as soon as the buffer holds this many prompts.")
+    sft_steps: int = Field(2, ge=1, description="SFT optimizer steps per flush of the buffer.")
+    learning_rate: float = Field(1e-4, gt=0, description="Learning rate of the SFT steps (their own AdamW).")
+    batch_size: int = Field(8, ge=1, description="Demonstrations per SFT step (drawn from the buffer).")
+
+
+class ReplaySettings(_Strict):
+    """Rollout replay (DOTS RR) on the alignpipe engine: groups whose rewards are not all equal are kept with their
+    behaviour log-probs and advantages; each update takes up to `share` of its groups from stored ones at most
+    `max_staleness` rollout steps old (each replayed once), trained with the PPO ratio against the stored
+    log-probs, and draws only the rest fresh."""
+
+    share: float = Field(0.25, ge=0, lt=1, description="Largest share of each update's groups taken from the replay "
+                         "buffer.")
+    max_staleness: int = Field(2, ge=1, description="Replay only groups generated at most this many rollout steps "
+                               "ago.")
+
+
+class HintsSettings(_Strict):
+    """ReGFT-style hints on the alignpipe engine: every `every` rollout steps, prompts seen but never solved get
+    k completions generated after the first `fraction` of their reference solution (characters) placed at the start
+    of the answer; hint + completion is scored as the full answer, those reaching sampler.success_threshold are kept,
+    and `sft_steps` SFT steps train the policy on them with the prompt without the hint."""
+
+    every: int = Field(4, ge=1, description="Run a hint round after every this many rollout steps.")
+    fraction: float = Field(0.5, gt=0, le=1, description="Share of the reference solution's characters given as "
+                            "the hint.")
+    sft_steps: int = Field(2, ge=1, description="SFT optimizer steps per hint round (none when nothing was kept).")
+    learning_rate: float = Field(1e-4, gt=0, description="Learning rate of the SFT steps (their own AdamW).")
+    batch_size: int = Field(8, ge=1, description="Kept examples per SFT step.")
+    prompts: int | None = Field(None, ge=1, description="Never-solved prompts hinted per round (default: the "
+                                "prompts of one rollout step).")
+
+
 class RLEngineSettings(_Strict):
     """Settings of alignpipe's own RL engine (`engine: alignpipe`); plug-in names are listed by
     `alignpipe.rl.describe()`. Group size is `grpo.num_generations`, completions per step `training.batch_size`
@@ -316,6 +358,12 @@ class RLEngineSettings(_Strict):
     temperature_control: TemperatureControlSettings | None = Field(
         None, description="Adapt the sampling temperature to hold a target entropy (AceReason); null: fixed "
         "generation.temperature.")
+    relift: ReliftSettings | None = Field(None, description="ReLIFT: SFT steps on the reference solutions of prompts "
+                                          "every completion failed (null: off).")
+    replay: ReplaySettings | None = Field(None, description="Rollout replay (DOTS RR) of still-informative groups "
+                                          "(null: off).")
+    hints: HintsSettings | None = Field(None, description="ReGFT-style hinted generation + SFT for never-solved "
+                                        "prompts (null: off).")
 
 
 class SamplerSettings(_Strict):

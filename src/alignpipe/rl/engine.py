@@ -21,7 +21,7 @@ from alignpipe import rewards as reward_lib
 from alignpipe import sampling
 
 from . import critic as critic_lib
-from . import rollout
+from . import loops, rollout
 from .entropy import TemperatureController
 from .state import EngineCheckpoints, last_logged_step, load_policy_weights, policy_weights, rng_state, set_rng_state
 from .advantages import AdvantageInput, masked_whiten
@@ -69,6 +69,9 @@ def plan(cfg) -> Plan:
     if needs_critic and es.critic.init == "reward_model" and not cfg.reward_model:
         raise ValueError("engine_settings.critic.init: reward_model needs reward_model to be set "
                          "(set reward_model: <dir>, or critic.init: policy)")
+    for name in ("replay", "hints"):  # TODO(issue 12): being wired; refuse rather than silently ignore
+        if getattr(es, name) is not None:
+            raise ValueError(f"engine_settings.{name} is not implemented yet on this engine (remove it)")
     kl_mode = es.kl.mode or ("reward" if advantage in ("reinforce_pp", "gae") else "loss")
     whiten = es.normalize_advantages if es.normalize_advantages is not None else advantage == "gae"
     return Plan(advantage, loss, aggregation, kl_mode, whiten, needs_critic, es.kl.beta > 0)
@@ -186,6 +189,11 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
     smp = sampler if sampler is not None else sampling.from_rows(cfg.sampler, rows, seed=t.seed)
     controller = (TemperatureController.from_settings(es.temperature_control, gen.temperature)
                   if es.temperature_control is not None else None)
+    threshold = cfg.sampler.success_threshold
+    relift = relift_sft = None
+    if es.relift is not None:  # ReLIFT (rl/loops.py): failed prompts -> buffer -> SFT steps on their references
+        relift = loops.ReliftBuffer(es.relift, threshold)
+        relift_sft = loops.SFTer(params, es.relift.learning_rate, t.seed + 1, t.weight_decay)
 
     history: list[dict[str, float]] = []
     updates = start = 0
@@ -201,6 +209,10 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         smp.load_state_dict(restored["sampler"])
         if controller is not None and restored.get("temperature") is not None:
             controller.load_state_dict(restored["temperature"])
+        looped = restored.get("loops") or {}
+        if relift is not None and looped.get("relift") is not None:
+            relift.load_state_dict(looped["relift"]["buffer"])
+            relift_sft.load_state_dict(looped["relift"]["sft"])
         set_rng_state(restored["rng"])
         start, updates, history = restored["step"], restored["optimizer_steps"], restored["history"]
     logged = last_logged_step(tracker) if restored is not None else -1
@@ -211,7 +223,13 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
                 "critic": critic.state_dict() if critic is not None else None,
                 "critic_optimizer": copt.state_dict() if copt is not None else None,
                 "sampler": smp.state_dict(), "temperature": controller.state_dict() if controller else None,
-                "rng": rng_state()}
+                "loops": loop_state(), "rng": rng_state()}
+
+    def loop_state() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if relift is not None:
+            out["relift"] = {"buffer": relift.state_dict(), "sft": relift_sft.state_dict()}
+        return out
 
     def draw(step: int, temperature: float):
         """(prompt indices, rollout, scores) of a full batch; with drops_equal_groups (DAPO dynamic sampling)
@@ -348,6 +366,16 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
                     if var > 0:
                         entry["value_explained_variance"] = float(1 - (returns[on] - values[on]).var() / var)
             entry.update({name: sums[name] / counts[name] for name in sums})
+            if relift is not None:
+                relift.admit(chosen, raw.view(len(chosen), k).tolist(), rows)
+                entry["relift/buffer"] = float(len(relift.items))
+                if relift.due(step + 1):
+                    demos = relift.take(rows)
+                    nlls = relift_sft.run(model, tokenizer, demos, es.relift.sft_steps, es.relift.batch_size,
+                                          t.max_grad_norm)
+                    entry["relift/nll"] = sum(nlls) / len(nlls)
+                    entry["relift/prompts"] = float(len(demos))
+                entry["relift/sft_steps"] = float(relift_sft.steps)
             entry.update(smp.metrics())
             entry["temperature"] = temp
             if controller is not None:
