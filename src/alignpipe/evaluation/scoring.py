@@ -64,7 +64,8 @@ def kl_entropy(candidate, reference, tokenizer, prompts: Sequence, completions: 
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             seqs = [p + c for p, c in chunk]
-            lc, lr = _logits(candidate, seqs, pad), _logits(reference, seqs, pad)
+            lc = _logits(candidate, seqs, pad)
+            lr = lc if reference is candidate else _logits(reference, seqs, pad)  # the model against itself: KL 0
             for i, (p, c) in enumerate(chunk):
                 if not c:
                     kls.append([])
