@@ -4,7 +4,9 @@ One call of `train` runs `training.max_steps` rollout steps. Each step samples
 `training.batch_size x gradient_accumulation_steps` completions (`grpo.num_generations` per prompt), scores
 them with the configured rewards, computes advantages with the chosen estimator, and updates the policy
 (and the critic, for `gae`) for `engine_settings.epochs` passes over `engine_settings.minibatches`
-mini-batches (split along prompt groups, so group-wise losses see whole groups).
+mini-batches (split along prompt groups, so group-wise losses see whole groups). Optional loops
+(`engine_settings.relift`, `hints`, `replay`; `rl/loops.py`) add SFT steps on reference solutions, hinted SFT, and
+rollout replay to the same loop.
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ def plan(cfg) -> Plan:
     if needs_critic and es.critic.init == "reward_model" and not cfg.reward_model:
         raise ValueError("engine_settings.critic.init: reward_model needs reward_model to be set "
                          "(set reward_model: <dir>, or critic.init: policy)")
-    for name in ("replay", "hints"):  # TODO(issue 12): being wired; refuse rather than silently ignore
-        if getattr(es, name) is not None:
-            raise ValueError(f"engine_settings.{name} is not implemented yet on this engine (remove it)")
+    if es.replay is not None and needs_critic:
+        raise ValueError(f"engine_settings.replay needs an advantage without a critic ({advantage} uses one): its "
+                         "stored advantages would not match the critic's values (remove replay, or use grpo/rloo)")
     kl_mode = es.kl.mode or ("reward" if advantage in ("reinforce_pp", "gae") else "loss")
     whiten = es.normalize_advantages if es.normalize_advantages is not None else advantage == "gae"
     return Plan(advantage, loss, aggregation, kl_mode, whiten, needs_critic, es.kl.beta > 0)
@@ -194,6 +196,11 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
     if es.relift is not None:  # ReLIFT (rl/loops.py): failed prompts -> buffer -> SFT steps on their references
         relift = loops.ReliftBuffer(es.relift, threshold)
         relift_sft = loops.SFTer(params, es.relift.learning_rate, t.seed + 1, t.weight_decay)
+    replay = loops.ReplayBuffer(es.replay) if es.replay is not None else None  # DOTS rollout replay
+    hints_sft = None
+    hint_counts = {"rounds": 0, "prompts": 0, "generated": 0, "kept": 0}
+    if es.hints is not None:  # ReGFT-style: hinted generation for never-solved prompts -> verified -> SFT
+        hints_sft = loops.SFTer(params, es.hints.learning_rate, t.seed + 2, t.weight_decay)
 
     history: list[dict[str, float]] = []
     updates = start = 0
@@ -213,6 +220,11 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         if relift is not None and looped.get("relift") is not None:
             relift.load_state_dict(looped["relift"]["buffer"])
             relift_sft.load_state_dict(looped["relift"]["sft"])
+        if replay is not None and looped.get("replay") is not None:
+            replay.load_state_dict(looped["replay"])
+        if hints_sft is not None and looped.get("hints") is not None:
+            hints_sft.load_state_dict(looped["hints"]["sft"])
+            hint_counts.update(looped["hints"]["counts"])
         set_rng_state(restored["rng"])
         start, updates, history = restored["step"], restored["optimizer_steps"], restored["history"]
     logged = last_logged_step(tracker) if restored is not None else -1
@@ -229,9 +241,38 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         out: dict[str, Any] = {}
         if relift is not None:
             out["relift"] = {"buffer": relift.state_dict(), "sft": relift_sft.state_dict()}
+        if replay is not None:
+            out["replay"] = replay.state_dict()
+        if hints_sft is not None:
+            out["hints"] = {"sft": hints_sft.state_dict(), "counts": dict(hint_counts)}
         return out
 
-    def draw(step: int, temperature: float):
+    def hint_round(temperature: float) -> loops.HintRound:
+        """Prompts seen but never solved (most recently seen first, up to hints.prompts): k completions each after
+        the hint (the first `fraction` of the reference's characters, placed as the start of the answer); the full
+        answer hint + completion is scored with the stage's rewards against the un-hinted prompt and kept when its
+        summed reward reaches the success threshold, as the pair (un-hinted prompt, hint + completion)."""
+        hs = es.hints
+        never = []
+        for i, row in enumerate(rows):
+            rec = smp.store.records.get(smp.ids[i])
+            if rec is not None and rec.attempts > 0 and rec.successes == 0 and loops.reference_text(row) is not None:
+                never.append((-(rec.last_step if rec.last_step is not None else -1), i))
+        pick = [i for _, i in sorted(never)][:hs.prompts or n_prompts]
+        if not pick:
+            return loops.HintRound(0, 0, [])
+        prompts = [rows[i]["prompt"] for i in pick]
+        hints = [loops.hint_of(loops.reference_text(rows[i]), hs.fraction) for i in pick]
+        hro = rollout.sample(model, tokenizer, prompts, k, gen.max_new_tokens, temperature, gen.top_p, prefixes=hints)
+        conts = tokenizer.batch_decode(hro.completion_ids, skip_special_tokens=True)
+        full = [hints[j // k] + conts[j] for j in range(len(conts))]
+        flat_prompts = [pr for pr in prompts for _ in range(k)]
+        cols = {c: [rows[i].get(c) for i in pick for _ in range(k)] for c in columns}
+        sc = reward_lib.score(funcs, weights, flat_prompts, _completion_objs(flat_prompts, full), **cols)
+        kept = [(flat_prompts[j], full[j]) for j, v in enumerate(sc["total"]) if not math.isnan(v) and v >= threshold]
+        return loops.HintRound(len(pick), len(full), kept)
+
+    def draw(step: int, temperature: float, n_prompts: int):
         """(prompt indices, rollout, scores) of a full batch; with drops_equal_groups (DAPO dynamic sampling)
         groups whose rewards are all equal are dropped and more prompts drawn, at most smp.max_attempts times;
         a batch still short is filled with dropped groups (never a short batch)."""
@@ -269,7 +310,9 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
         for step in range(start, t.max_steps):
             temp = controller.temperature if controller is not None else gen.temperature
             t0 = time.perf_counter()
-            chosen, ro, scored = draw(step, temp)
+            replayed = replay.take(replay.slots(n_prompts), step) if replay is not None else []
+            chosen, ro, scored = draw(step, temp, n_prompts - len(replayed))
+            n_fresh = len(chosen)
             mask = ro.completion_mask
             raw = torch.tensor([0.0 if math.isnan(v) else v for v in scored["total"]])
             scores = raw.clone()
@@ -295,7 +338,31 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
                 adv = masked_whiten(adv, mask)
             adv = adv.detach()
             seq_abs_adv = (adv.abs() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-            smp.observe(chosen, raw.view(n_prompts, k).tolist(), step, seq_abs_adv.view(n_prompts, k).mean(-1).tolist())
+            smp.observe(chosen, raw.view(n_fresh, k).tolist(), step, seq_abs_adv.view(n_fresh, k).mean(-1).tolist())
+
+            # The update's batch: the fresh groups, then the replayed ones with their stored behaviour log-probs,
+            # advantages and shaped rewards (the loss's ratio pi / pi_behaviour, clipped as it clips, corrects them).
+            u_ro, u_old, u_adv, u_scores, u_ref = ro, old_logp, adv, scores, ref_logp
+            if replayed:
+                u_ro = _concat([ro] + [g.ro for g in replayed], tokenizer.pad_token_id)
+                width = u_ro.completion_ids.shape[1]
+
+                def wide(x):
+                    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+                u_old = torch.cat([wide(old_logp)] + [wide(g.old_logp) for g in replayed])
+                u_adv = torch.cat([wide(adv)] + [wide(g.adv) for g in replayed])
+                u_scores = torch.cat([scores] + [g.scores for g in replayed])
+                if ref is not None:
+                    with torch.no_grad():
+                        u_ref = rollout.token_logprobs(ref, u_ro, temp)[0]
+            u_mask = u_ro.completion_mask
+            if replay is not None:
+                replay.evict(step)
+                for j, i in enumerate(chosen):
+                    rows_j = torch.arange(j * k, (j + 1) * k)
+                    replay.admit(loops.ReplayGroup(int(i), step, ro.select(rows_j), old_logp[rows_j], adv[rows_j],
+                                                   scores[rows_j], raw[rows_j]))
 
             sums: dict[str, float] = {}
             counts: dict[str, int] = {}
@@ -310,18 +377,18 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
                 groups = torch.randperm(n_prompts)
                 for chunk in torch.tensor_split(groups, n_mb):
                     idx = (chunk[:, None] * k + torch.arange(k)[None]).reshape(-1)
-                    sub = ro.select(idx)
+                    sub = u_ro.select(idx)
                     logp, ent = rollout.token_logprobs(model, sub, temp, entropy=es.entropy_coef > 0)
-                    m = mask[idx]
-                    li = LossInput(logp=logp, old_logp=old_logp[idx], advantages=adv[idx], mask=m, scores=scores[idx],
-                                   group_size=k, ref_logp=ref_logp[idx] if ref_logp is not None else None,
+                    m = u_mask[idx]
+                    li = LossInput(logp=logp, old_logp=u_old[idx], advantages=u_adv[idx], mask=m, scores=u_scores[idx],
+                                   group_size=k, ref_logp=u_ref[idx] if u_ref is not None else None,
                                    aggregation=p.aggregation, max_tokens=gen.max_new_tokens, options=options)
                     loss, lm = loss_fn(li)
                     add("policy_loss", loss.item())
                     for name, v in lm.items():
                         add(name, v)
-                    if ref_logp is not None and p.kl_mode == "loss":
-                        kl = agg_fn(kl_fn(logp, ref_logp[idx]), m, gen.max_new_tokens)
+                    if u_ref is not None and p.kl_mode == "loss":
+                        kl = agg_fn(kl_fn(logp, u_ref[idx]), m, gen.max_new_tokens)
                         loss = loss + es.kl.beta * kl
                     if es.entropy_coef:
                         loss = loss - es.entropy_coef * agg_fn(ent, m, gen.max_new_tokens)
@@ -366,6 +433,11 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
                     if var > 0:
                         entry["value_explained_variance"] = float(1 - (returns[on] - values[on]).var() / var)
             entry.update({name: sums[name] / counts[name] for name in sums})
+            if replay is not None:
+                entry["sampler/replay_share"] = len(replayed) / n_prompts
+                entry["replay/groups"] = float(len(replayed))
+                entry["replay/buffer"] = float(len(replay.groups))
+                entry["replay/replayed_total"] = float(replay.replayed)
             if relift is not None:
                 relift.admit(chosen, raw.view(len(chosen), k).tolist(), rows)
                 entry["relift/buffer"] = float(len(relift.items))
@@ -376,6 +448,21 @@ def train(cfg, model, tokenizer, train_data, funcs, weights, tracker=None, log=N
                     entry["relift/nll"] = sum(nlls) / len(nlls)
                     entry["relift/prompts"] = float(len(demos))
                 entry["relift/sft_steps"] = float(relift_sft.steps)
+            if hints_sft is not None and (step + 1) % es.hints.every == 0:
+                hr = hint_round(temp)
+                hint_counts["rounds"] += 1
+                hint_counts["prompts"] += hr.prompts
+                hint_counts["generated"] += hr.generated
+                hint_counts["kept"] += len(hr.kept)
+                entry.update({"hints/prompts": float(hr.prompts), "hints/generated": float(hr.generated),
+                              "hints/kept": float(len(hr.kept))})
+                if hr.kept:
+                    nlls = hints_sft.run(model, tokenizer, hr.kept, es.hints.sft_steps, es.hints.batch_size,
+                                         t.max_grad_norm)
+                    entry["hints/nll"] = sum(nlls) / len(nlls)
+            if hints_sft is not None:
+                entry["hints/sft_steps"] = float(hints_sft.steps)
+                entry["hints/kept_total"] = float(hint_counts["kept"])
             entry.update(smp.metrics())
             entry["temperature"] = temp
             if controller is not None:

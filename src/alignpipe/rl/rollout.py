@@ -51,14 +51,20 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | list[int] 
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list, k: int, max_new_tokens: int, temperature: float,
-           top_p: float = 1.0) -> Rollout:
+           top_p: float = 1.0, prefixes: list[str] | None = None) -> Rollout:
+    """k completions per prompt. `prefixes` (one text per prompt, e.g. a hint) are tokenized without special
+    tokens and appended to the encoded prompt (after a chat template's generation prompt, i.e. as the start of the
+    answer): the completions continue them, and the rollout's prompt ids include them."""
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     stops = stop_token_ids(getattr(model, "generation_config", None), tokenizer)
     try:
-        enc = tokenizer.pad({"input_ids": [encode_prompt(tokenizer, p) for p in prompts]}, padding=True,
+        ids = [encode_prompt(tokenizer, p) for p in prompts]
+        if prefixes is not None:
+            ids = [i + list(tokenizer(x, add_special_tokens=False)["input_ids"]) for i, x in zip(ids, prefixes)]
+        enc = tokenizer.pad({"input_ids": ids}, padding=True,
                             return_tensors="pt").to(model.device)
         seqs = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
                               min_p=0.0, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
