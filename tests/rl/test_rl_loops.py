@@ -230,3 +230,46 @@ def test_hints_keep_verified_hinted_completions_and_sft_makes_them_likely(monkey
     before = loops.mean_nll(before_model, tok, kept)
     after = loops.mean_nll(result.model, tok, kept)
     assert after < 0.7 * before, (before, after)  # the un-hinted kept completions became likelier
+
+
+def test_all_loops_resume_to_the_same_weights(tmp_path, monkeypatch):
+    """relift + hints + replay together, stopped after checkpoint 2 and resumed: the replay buffer, the relift
+    buffer, both SFT optimizers and the hint counters come back, and the run ends with the uninterrupted run's
+    weights and metrics."""
+    from alignpipe import checkpoints
+
+    monkeypatch.setenv("ALIGNPIPE_CHECKPOINT_DIR", str(tmp_path / "local"))
+    cfg = _cfg(4, tmp=tmp_path / "out", relift=dict(RELIFT, every=2, buffer=100),
+               hints=dict(every=3, fraction=0.5, sft_steps=2, learning_rate=3e-3),
+               replay=dict(share=0.5, max_staleness=2))
+    cfg.sampler.success_threshold = 0.5
+
+    def run(store_dir):
+        monkeypatch.setenv("ALIGNPIPE_STATE_URI", str(tmp_path / store_dir))
+        model, tok = build_tiny_model(0)
+        return rl.train(cfg, model, tok, _rows(), [digit_share], [1.0],
+                        ckpt=checkpoints.Checkpoints("rl", cfg, "k" * 16))
+
+    want = run("ref")
+    original = state.EngineCheckpoints.save
+    saved: list[dict] = []
+
+    def save_then_stop(self, done, st):
+        original(self, done, st)
+        if done == 2:
+            saved.append(st)
+            raise Killed(done)
+
+    monkeypatch.setattr(state.EngineCheckpoints, "save", save_then_stop)
+    with pytest.raises(Killed):
+        run("store")
+    looped = saved[0]["loops"]
+    assert looped["replay"]["groups"] and looped["relift"]["sft"]["steps"] == 3 and "hints" in looped
+    monkeypatch.setattr(state.EngineCheckpoints, "save", original)
+    got = run("store")
+    assert [h["step"] for h in got.history] == [1.0, 2.0, 3.0, 4.0]
+    for key in ("reward", "replay/groups", "relift/buffer", "relift/sft_steps", "hints/sft_steps"):
+        assert [h[key] for h in got.history] == [h[key] for h in want.history], key
+    assert sum(h["replay/groups"] for h in got.history) > 0
+    w, g = want.model.state_dict(), got.model.state_dict()
+    assert [n for n in w if not torch.equal(w[n], g[n])] == []
