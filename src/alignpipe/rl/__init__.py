@@ -8,8 +8,9 @@ advantages, update the policy for several epochs x mini-batches — whose parts 
 - loss aggregations (`AGGREGATIONS`): token_mean, seq_mean, token_sum_norm
 - KL estimators (`KL_ESTIMATORS`): k1, k2, k3 — to a frozen reference, as a loss term or in the reward
 
-Entropy control (`entropy.TemperatureController`: the sampling temperature follows a target entropy) and
-checkpoint/resume through the stage's checkpoint store (`state`) are part of the loop.
+Entropy control (`entropy.TemperatureController`: the sampling temperature follows a target entropy),
+checkpoint/resume through the stage's checkpoint store (`state`), and the optional SFT<->RL loops and rollout
+replay (`loops`: relift, hints, replay) are part of the loop.
 
 Adding one is a function and a decorator (see `alignpipe.rl.registry`); `describe()` lists them all.
 `algorithm: ppo` is gae + ppo_clip + a critic; `algorithm: grpo|rloo` on this engine is grpo|rloo + ppo_clip.
