@@ -30,7 +30,7 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["run", "nope", "--local"], "unknown pipeline 'nope' (choose one of: rlhf, rlvr, preference, sft)"),
+    (["run", "nope", "--local"], "unknown pipeline 'nope' (choose one of: rlhf, rlvr, preference, sft, sft-rl-routed, staged-rl)"),
     (["run", "rlhf", "--local", "--param", "sft_stepz=3"], "sft_stepz: unknown parameter of alignpipe-rlhf"),
     (["run", "rlhf", "--local", "--param", "sft_steps=lots"], "parameter sft_steps: expected an integer"),
     (["run", "rlhf", "--local", "--param", "rl_config=[1, 2]"], "parameter rl_config: expected a JSON object"),
@@ -60,7 +60,8 @@ def test_run_requires_local(capsys):
 
 def test_compile_writes_every_pipeline(tmp_path, capsys):
     assert cli.main(["compile", "--out", str(tmp_path), "--image", "reg.example/x:2"]) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["preference.yaml", "rlhf.yaml", "rlvr.yaml", "sft.yaml"]
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["preference.yaml", "rlhf.yaml", "rlvr.yaml",
+                                                               "sft-rl-routed.yaml", "sft.yaml", "staged-rl.yaml"]
     spec = next(yaml.safe_load_all((tmp_path / "sft.yaml").read_text()))
     assert spec["deploymentSpec"]["executors"]["exec-register"]["container"]["image"] == "reg.example/x:2"
 
@@ -102,14 +103,16 @@ def test_upload_creates_then_versions(capsys, monkeypatch):
         assert cli.main(["upload", "--host", stub.url]) == 0
         created = stub.calls("POST", "/apis/v2beta1/pipelines/upload")
         assert sorted(r["query"]["name"][0] for r in created) == [
-            "alignpipe-preference", "alignpipe-rlhf", "alignpipe-rlvr", "alignpipe-sft"]
+            "alignpipe-preference", "alignpipe-rlhf", "alignpipe-rlvr", "alignpipe-sft", "alignpipe-sft-rl-routed",
+            "alignpipe-staged-rl"]
         for r in created:  # multipart body holds the compiled package with the env's image
             assert b"reg.example/alignpipe:9" in r["body"] and b"PIPELINE DEFINITION" in r["body"]
         assert stub.calls("POST", "/apis/v2beta1/pipelines/upload_version") == []
         assert cli.main(["upload", "--host", stub.url, "--version", "v2"]) == 0
         versions = stub.calls("POST", "/apis/v2beta1/pipelines/upload_version")
         assert sorted(r["query"]["name"][0] for r in versions) == [
-            "alignpipe-preference-v2", "alignpipe-rlhf-v2", "alignpipe-rlvr-v2", "alignpipe-sft-v2"]
+            "alignpipe-preference-v2", "alignpipe-rlhf-v2", "alignpipe-rlvr-v2", "alignpipe-sft-rl-routed-v2",
+            "alignpipe-sft-v2", "alignpipe-staged-rl-v2"]
         assert {r["query"]["pipelineid"][0] for r in versions} == set(stub.existing.values())
     capsys.readouterr()
 
