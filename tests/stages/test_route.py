@@ -14,10 +14,19 @@ from alignpipe.stages import route
 K = 4
 
 
-@register("route_test_known")
 def route_test_known_reward(prompts, completions, passes=None, k: int = K, **kwargs):
     """1.0 for the first `passes[i]` of each prompt's k consecutive samples (route scores them prompt by prompt)."""
     return [1.0 if (i % k) < passes[i] else 0.0 for i in range(len(completions))]
+
+
+@pytest.fixture(autouse=True)
+def _known_reward():
+    """Registered for this module's tests only (at import time it would be in every other test's registry too)."""
+    from alignpipe.rewards import registry
+
+    register("route_test_known")(route_test_known_reward)
+    yield
+    registry._REGISTRY.pop("route_test_known", None)
 
 
 def _chat(text):
