@@ -76,11 +76,7 @@ def _folder_digest(p: Path) -> str:
         dirs.sort()
         for name in sorted(files):
             f = Path(root) / name
-            fh = hashlib.sha256()
-            with open(f, "rb") as fp:
-                for chunk in iter(lambda: fp.read(1 << 20), b""):
-                    fh.update(chunk)
-            h.update(f"{f.relative_to(p).as_posix()}\t{f.stat().st_size}\t{fh.hexdigest()}\n".encode())
+            h.update(f"{f.relative_to(p).as_posix()}\t{f.stat().st_size}\t{_file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 
