@@ -2,10 +2,18 @@
 
 Each hostile program must: end within its limits, leave no process behind, change no file outside its
 temp dir, make no connection to a listener the test opens on 127.0.0.1, and leak no planted secret.
+
+The `seccomp` layer is meant for the chart's locked-down pod, so its corpus runs in an emulation of that
+pod (podemu.py: uid 65534, no_new_privs, the runtime default seccomp profile's namespace rules, a masked
+/proc, every mount read-only but the temp area): a grader there (`PodSandbox`, with planted secrets in its
+own environment) runs each program and hands the result back over a pipe.
 """
 
 from __future__ import annotations
 
+import base64
+import ctypes.util
+import json
 import logging
 import os
 import secrets
@@ -18,10 +26,13 @@ import time
 from pathlib import Path
 
 import pytest
+from podemu import __file__ as PODEMU
+from podemu import missing as pod_emulation_missing
 
 from alignpipe.base import UserError
 from alignpipe.sandbox import Limits, Sandbox, SandboxUnavailable
-from alignpipe.sandbox import core
+from alignpipe.sandbox import Result, core
+from alignpipe.sandbox.seccomp import ZYGOTE_MARK
 
 FAST = Limits(wall_s=1.5, memory_mb=256, nproc=16, output_bytes=64 << 10)
 
@@ -33,9 +44,84 @@ def _layer_or_skip(layer: str) -> Sandbox:
         pytest.skip(f"layer {layer} does not work here: {exc}")
 
 
-@pytest.fixture(scope="module", params=["bubblewrap", "namespaces"])
-def sandbox(request) -> Sandbox:
-    return _layer_or_skip(request.param)
+SRC = Path(core.__file__).resolve().parents[2]
+GRADER = r'''
+import base64, json, sys
+from dataclasses import asdict
+from alignpipe.sandbox.core import Limits, Sandbox, SandboxUnavailable
+try:
+    box = Sandbox(sys.argv[1])
+except SandboxUnavailable as e:
+    print(json.dumps({"unavailable": str(e)}), flush=True)
+    sys.exit(0)
+print(json.dumps({"layer": box.layer, "describe": box.describe()}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    r = asdict(box.run(req["source"], base64.b64decode(req["stdin"]), Limits(**req["limits"])))
+    r["stdout"], r["stderr"] = (base64.b64encode(r[k]).decode() for k in ("stdout", "stderr"))
+    print(json.dumps(r), flush=True)
+'''
+
+
+class PodSandbox:
+    """`Sandbox(layer)` in a grader process inside the emulated reward-server pod (podemu.py), as uid 65534
+    with `planted` secrets in its environment (the server's token and a cloud key)."""
+
+    def __init__(self, layer: str, pod_options: tuple[str, ...] = ("--runtime-default", "--masked-proc")) -> None:
+        import tempfile
+
+        self.work = Path(tempfile.mkdtemp(prefix="alignpipe-pod-"))
+        self.work.chmod(0o755)
+        self.tmp = self.work / "tmp"            # the pod's emptyDir /tmp
+        self.tmp.mkdir()
+        os.chown(self.tmp, 65534, 65534)
+        self.tmp.chmod(0o700)
+        (self.work / "grader.py").write_text(GRADER)
+        self.planted = ["token-" + secrets.token_hex(12), "aws-" + secrets.token_hex(12)]
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC), "HOME": str(self.tmp), "TMPDIR": str(self.tmp),
+               "ALIGNPIPE_REWARD_TOKEN": self.planted[0], "AWS_SECRET_ACCESS_KEY": self.planted[1]}
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", PODEMU, "--uid", "65534", "--tmp", str(self.tmp), *pod_options, "--",
+             "/usr/bin/python3", str(self.work / "grader.py"), layer],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        hello = json.loads(self.proc.stdout.readline() or '{"unavailable": "the grader did not start"}')
+        self.unavailable = hello.get("unavailable")
+        self.layer = hello.get("layer")
+        self.description = hello.get("describe")
+        self._lock = threading.Lock()
+
+    def run(self, source: str, stdin: bytes | str = b"", limits: Limits | None = None) -> Result:
+        limits = (limits or Limits()).check()
+        if isinstance(stdin, str):
+            stdin = stdin.encode()
+        request = {"source": source, "stdin": base64.b64encode(stdin).decode(), "limits": limits.__dict__}
+        with self._lock:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = json.loads(self.proc.stdout.readline())
+        reply["stdout"], reply["stderr"] = (base64.b64decode(reply[k]) for k in ("stdout", "stderr"))
+        return Result(**reply)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["bubblewrap", "namespaces", "seccomp"])
+def sandbox(request):
+    if request.param != "seccomp":
+        yield _layer_or_skip(request.param)
+        return
+    missing = pod_emulation_missing()
+    if missing:
+        pytest.skip(f"the seccomp layer runs in an emulated pod here, which {missing}")
+    box = PodSandbox("seccomp")
+    try:
+        assert box.unavailable is None, box.unavailable  # the emulated pod is exactly what the layer is for
+        yield box
+    finally:
+        box.close()
 
 
 def _procs_with(token: bytes) -> list[int]:
@@ -53,11 +139,24 @@ def _procs_with(token: bytes) -> list[int]:
     return found
 
 
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _sandbox_processes() -> list[int]:
+    """The bootstraps of bubblewrap/namespaces runs, and the runs forked by a seccomp fork server."""
+    servers = set(_procs_with(ZYGOTE_MARK.encode()))
+    return _procs_with(b"def _readall(fd)") + [p for p in servers if _ppid(p) in servers]
+
+
 def _no_sandbox_process_left() -> None:
     deadline = time.monotonic() + 3
-    while _procs_with(b"def _readall(fd)") and time.monotonic() < deadline:
+    while _sandbox_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _procs_with(b"def _readall(fd)") == [], "a sandboxed process outlived its run"
+    assert _sandbox_processes() == [], "a sandboxed process outlived its run"
 
 
 class Listener:
@@ -139,6 +238,7 @@ def test_environment_is_scrubbed(sandbox, monkeypatch):
     assert result.ok
     names = eval(result.stdout)  # noqa: S307 - a list literal we printed
     assert set(names) <= {"PATH", "HOME", "LANG", "PYTHONIOENCODING", "PWD"}
+    assert not {"AWS_SECRET_ACCESS_KEY", "ALIGNPIPE_REWARD_TOKEN"} & set(names)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +366,39 @@ def test_planted_secret_does_not_leak(sandbox, tmp_path, monkeypatch):
         except OSError as e:
             print("ppid", type(e).__name__)
     """)
-    assert secret.encode() not in result.stdout + result.stderr
+    for planted in [secret, *getattr(sandbox, "planted", [])]:  # PodSandbox: in its grader's environment
+        assert planted.encode() not in result.stdout + result.stderr
+
+
+def test_grader_memory_and_limits_are_out_of_reach(sandbox):
+    """Same uid as the grader (seccomp layer): its memory, its fds and its limits stay out of reach."""
+    result = _run(sandbox, """
+        import os, resource, glob
+        me = os.getpid()
+        for pid in [p.split("/")[2] for p in glob.glob("/proc/[0-9]*")]:
+            if int(pid) == me:
+                continue
+            for what in ("mem", "environ", "fd/0", "fd/1"):
+                try:
+                    with open("/proc/%s/%s" % (pid, what), "rb") as f:
+                        f.read(1)
+                    print("OPENED", pid, what)
+                except OSError:
+                    pass
+        for name, call in [("prlimit", lambda: resource.prlimit(os.getppid(), resource.RLIMIT_CPU, (1, 1))),
+                           ("setpriority", lambda: os.setpriority(os.PRIO_USER, 0, 19))]:
+            try:
+                call()
+                print("CHANGED", name)
+            except OSError as e:
+                print("refused", name, type(e).__name__)
+    """)
+    assert result.ok, result.stderr
+    if sandbox.layer == "seccomp":
+        assert b"OPENED" not in result.stdout, result.stdout
+        assert b"CHANGED" not in result.stdout, result.stdout
+    follow_up = _run(sandbox, "import time\ntime.sleep(1.2)\nprint('still here')\n", limits=Limits(wall_s=3))
+    assert follow_up.ok and follow_up.stdout == b"still here\n", follow_up
 
 
 def test_no_connection_to_a_local_listener(sandbox, listener):
@@ -305,7 +437,10 @@ def test_detached_grandchild_dies_with_the_run(sandbox, tmp_path, listener):
         time.sleep(0.2)
         print("parent done", flush=True)
     """, limits=Limits(wall_s=5))
-    assert result.ok and b"parent done" in result.stdout, result
+    if sandbox.layer == "seccomp":  # no second process can exist: the fork itself is refused
+        assert b"PermissionError" in result.stderr, result
+    else:
+        assert result.ok and b"parent done" in result.stdout, result
     time.sleep(1.5)
     assert _procs_with(token.encode()) == []
     assert not marker.exists()

