@@ -12,7 +12,6 @@ own environment) runs each program and hands the result back over a pipe.
 from __future__ import annotations
 
 import base64
-import ctypes.util
 import json
 import logging
 import os

@@ -45,6 +45,8 @@ from pathlib import Path
 
 from alignpipe.base import UserError
 
+from . import seccomp
+
 log = logging.getLogger(__name__)
 
 LAYERS = ("bubblewrap", "namespaces", "seccomp")
@@ -322,8 +324,6 @@ class Sandbox:
         return bool(server and server.alive)
 
     def _probe_seccomp(self) -> str | None:
-        from . import seccomp
-
         if seccomp.machine() not in ("x86_64", "aarch64"):
             return f"architecture {seccomp.machine()} is not supported (x86_64, aarch64)"
         if self.root:   # the runs get fresh uids: they own nothing and belong to no group
@@ -452,8 +452,6 @@ class Sandbox:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _execute_forked(self, config: dict, stdin: bytes, limits: Limits) -> Result:
-        from . import seccomp
-
         server = Sandbox._forkservers.get(self._key)
         start = time.monotonic()
         if server is None or not server.alive:
