@@ -427,8 +427,9 @@ class Sandbox:
                 if uid is not None:
                     os.chown(tmp, uid, uid)
                 config.update(tmp=tmp, env={**self._env(tmp), "PWD": tmp})
-                if uid is None:  # the runs share the grader's uid: nproc counts on top of what it runs
-                    config["nproc_extra"] = limits.nproc
+                if uid is None:
+                    # the runs share the grader's uid, so a per-uid process count cannot be per run; no process
+                    # can be created (the filter), and RLIMIT_AS bounds threads (each reserves its stack)
                     del config["rlimits"]["RLIMIT_NPROC"]
                 return self._execute_forked(config, stdin, limits)
             if self.layer == "bubblewrap":
@@ -449,7 +450,7 @@ class Sandbox:
             if uid is not None:
                 self._uids.give(uid)
             if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+                _remove_tree(tmp)
 
     def _execute_forked(self, config: dict, stdin: bytes, limits: Limits) -> Result:
         server = Sandbox._forkservers.get(self._key)
@@ -546,6 +547,29 @@ class Sandbox:
             stdout=bytes(out[proc.stdout]), stderr=stderr,
             timed_out=timed_out, output_exceeded=exceeded, wall_s=time.monotonic() - start, error=error,
         )
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a run's temp dir, also where the program took its own permissions away (chmod 000): every
+    directory is made 0700 first, through an O_NOFOLLOW descriptor (never through a symlink it planted)."""
+
+    def unlock(target: str) -> None:
+        try:
+            fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", 0o700)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    unlock(path)
+    for root, dirs, _ in os.walk(path):
+        for d in dirs:
+            unlock(os.path.join(root, d))
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill(proc: subprocess.Popen) -> None:
