@@ -4,7 +4,9 @@ Not a test. For each concurrency (default 1, 4, 16) runs ``--n`` executions (def
 ``print(sum(range(1000)))`` in a thread pool, each either
 
 - plain   = ``subprocess.run([python, "-I", "-B", "-c", program])`` (no isolation at all)
-- sandbox = ``alignpipe.sandbox.Sandbox(layer).run(program)`` (bubblewrap, or the namespaces fallback)
+- sandbox = ``alignpipe.sandbox.Sandbox(layer).run(program)`` (bubblewrap, the namespaces fallback, or the
+  seccomp layer - which runs only where its preconditions hold: here in the emulated pod, see
+  docs/code-rewards.md "Cost of isolation")
 - service = the same through the reward service on 127.0.0.1 (one batch of ``--n`` rows), with ``--service``
 
 and prints executions/s, p50/p99 latency per execution and the ratio plain/sandbox in executions/s
