@@ -1,6 +1,6 @@
 """The chart's optional code reward service (rewardServer.*): what it renders, that its NetworkPolicy admits only
-pipeline pods and allows no egress, the values it refuses, and - on this machine, emulating the pod - that the
-sandbox inside it needs exactly the pod settings docs/code-rewards.md names (lint, Kubernetes schemas and
+pipeline pods and allows no egress, the values it refuses, and - on this machine, emulating the pod - which
+sandbox layer runs under which pod settings (docs/code-rewards.md) (lint, Kubernetes schemas and
 checkov run over tests/helm/values/reward-server.yaml with every other values set in test_chart.py and
 test_checkov.py)."""
 
@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import textwrap
 from pathlib import Path
 
 import kubernetes_validate
@@ -52,7 +51,7 @@ def test_deployment_runs_the_server_locked_down():
     c = spec["containers"][0]
     assert c["command"][:2] == ["alignpipe", "reward-server"]
     args = dict(zip(c["command"][2::2], c["command"][3::2]))
-    assert args["--token-file"] == "/var/run/secrets/alignpipe/reward-server/token"
+    assert "--token-file" not in args  # a file would be readable to the programs (same uid): env instead
     assert args["--port"] == "8080" and args["--workers"] == "2" and args["--max-requests"] == "4"
     assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
     assert spec["runtimeClassName"] == "gvisor"
@@ -65,14 +64,20 @@ def test_deployment_runs_the_server_locked_down():
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "procMount" not in sc and "appArmorProfile" not in sc
     assert {"cpu", "memory"} <= set(c["resources"]["limits"])
-    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    # what the seccomp sandbox layer checks at start-up: only /tmp (an emptyDir) writable; /dev/shm read-only;
+    # the termination log (world-writable) inside /tmp; no Secret mounted as files
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in spec["volumes"]}
-    assert "emptyDir" in vols[mounts["/tmp"]]
-    token = vols[mounts["/var/run/secrets/alignpipe/reward-server"]]["secret"]
-    assert token["secretName"] == NAME and token["items"] == [{"key": "ALIGNPIPE_REWARD_TOKEN", "path": "token"}]
-    assert token["defaultMode"] == 0o440
+    assert set(mounts) == {"/tmp", "/dev/shm"}
+    assert "emptyDir" in vols[mounts["/tmp"]["name"]] and not mounts["/tmp"].get("readOnly")
+    assert mounts["/dev/shm"]["readOnly"] is True and "emptyDir" in vols[mounts["/dev/shm"]["name"]]
+    assert not [v for v in spec["volumes"] if "secret" in v or "projected" in v]
+    assert c["terminationMessagePath"].startswith("/tmp/")
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert not [e for e in c.get("env", []) if "TOKEN" in e["name"] or "AWS" in e["name"]]
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert env["ALIGNPIPE_REWARD_TOKEN"] == {"name": "ALIGNPIPE_REWARD_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": NAME, "key": "ALIGNPIPE_REWARD_TOKEN"}}}
+    assert not [e for e in env.values() if "AWS" in e["name"] or ("TOKEN" in e["name"] and "value" in e)]
     svc = find("reward-server", "Service", NAME)
     assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8080
     assert _selects({"matchLabels": svc["spec"]["selector"]}, dep["spec"]["template"]["metadata"]["labels"])
@@ -116,8 +121,8 @@ def test_pipelines_in_another_namespace():
 def test_existing_token_secret():
     ds = _docs({"rewardServer": {"enabled": True, "token": {"existingSecret": "my-token", "key": "token"}}})
     assert not [d for d in ds if d["kind"] == "Secret" and d["metadata"]["name"] == NAME]
-    vol = next(v for v in _one(ds, "Deployment")["spec"]["template"]["spec"]["volumes"] if v["name"] == "token")
-    assert vol["secret"]["secretName"] == "my-token" and vol["secret"]["items"] == [{"key": "token", "path": "token"}]
+    env = {e["name"]: e for e in _one(ds, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ALIGNPIPE_REWARD_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "my-token", "key": "token"}}
 
 
 def test_pod_settings_for_the_bubblewrap_layer_render_valid_kubernetes():
@@ -160,53 +165,9 @@ def test_values_set_enables_it():
 
 # --- what the sandbox needs from the pod, checked on this machine ---------------------------------------
 
-POD = r'''
-"""Become a locked-down pod's process, then exec argv[3:]: uid argv[2], no_new_privs, and (argv[1])
- - runtime-default: the namespace rules of the container runtimes' default seccomp profile for a container
-   without CAP_SYS_ADMIN (unshare, mount, umount2, pivot_root, setns -> EPERM; clone with a CLONE_NEW* flag
-   -> EPERM; clone3 -> ENOSYS);
- - masked-proc: part of /proc covered, as runtimes do for procMount Default (/dev/null bound over a file);
- - none: neither."""
-import ctypes, ctypes.util, errno, os, sys
+PODEMU = Path(__file__).resolve().parents[1] / "sandbox" / "podemu.py"
 
-class Cmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
-
-def seccomp_runtime_default_namespaces():
-    lib = ctypes.CDLL(ctypes.util.find_library("seccomp"))
-    lib.seccomp_init.restype = ctypes.c_void_p
-    lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.POINTER(Cmp)]
-    lib.seccomp_load.argtypes = [ctypes.c_void_p]
-    nr = lambda n: lib.seccomp_syscall_resolve_name(n.encode())
-    ctx = lib.seccomp_init(0x7FFF0000)
-    eperm, enosys = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
-    for name in ("unshare", "mount", "umount2", "pivot_root", "setns"):
-        assert lib.seccomp_rule_add_array(ctx, eperm, nr(name), 0, None) == 0
-    for bit in (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000):
-        assert lib.seccomp_rule_add_array(ctx, eperm, nr("clone"), 1, (Cmp * 1)(Cmp(0, 7, bit, bit))) == 0
-    assert lib.seccomp_rule_add_array(ctx, enosys, nr("clone3"), 0, None) == 0
-    assert lib.seccomp_load(ctx) == 0
-
-def mask_proc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.unshare(0x20000) == 0
-    assert libc.mount(None, b"/", None, (1 << 14) | (1 << 18), None) == 0
-    target = next(f for f in ("/proc/kcore", "/proc/keys", "/proc/timer_list") if os.path.exists(f))
-    assert libc.mount(b"/dev/null", target.encode(), None, 4096, None) == 0
-
-mode, uid = sys.argv[1], int(sys.argv[2])
-if mode == "masked-proc":
-    mask_proc()
-os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
-ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)
-if mode == "runtime-default":
-    seccomp_runtime_default_namespaces()
-os.execv(sys.argv[3], sys.argv[3:])
-'''
-
-PROBE = r'''
+PROBE = r"""
 import sys
 from alignpipe.sandbox.core import Sandbox, SandboxUnavailable
 try:
@@ -214,25 +175,34 @@ try:
 except SandboxUnavailable as e:
     print("unavailable", str(e).split(": install")[0])
 else:
-    print("ok", box.run("print(6 * 7)").stdout.decode().strip())
-'''
+    print("ok", box.layer, box.run("print(6 * 7)").stdout.decode().strip())
+"""
+
+#: the pod emulations (tests/sandbox/podemu.py options): as they are; the runtime default seccomp profile;
+#: a masked /proc; and the chart's defaults (both, with every mount read-only but /tmp)
+MODES = {"none": ["--writable"], "runtime-default": ["--runtime-default", "--writable"],
+         "masked-proc": ["--masked-proc", "--writable"], "chart-defaults": ["--runtime-default", "--masked-proc"]}
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not ctypes.util.find_library("seccomp") or not os.path.exists("/usr/bin/python3"),
                     reason="needs root (to set up the pod emulation), libseccomp and /usr/bin/python3")
-def test_sandbox_needs_namespaces_and_an_unmasked_proc_from_the_pod():
-    """As a non-root pod process: both layers run with neither restriction; under the runtime default seccomp
-    profile (no CAP_SYS_ADMIN) or with a masked /proc, neither does, and the sandbox refuses (one line) rather
-    than run anything unsandboxed. This is why rewardServer.podSecurity exists (docs/code-rewards.md)."""
+def test_which_sandbox_layer_runs_in_the_pod():
+    """As a non-root pod process: bubblewrap and namespaces run with neither restriction; under the runtime
+    default seccomp profile (no CAP_SYS_ADMIN) or with a masked /proc neither does. The seccomp layer needs no
+    namespaces but read-only mounts: it refuses where the mounts are writable and runs under the chart's
+    defaults, where `auto` picks it. Nothing ever runs unsandboxed. (docs/code-rewards.md, "On the cluster")"""
     from alignpipe.sandbox import core
 
     work = Path(tempfile.mkdtemp(prefix="alignpipe-pod-"))
     try:
         work.chmod(0o755)
-        (work / "pod.py").write_text(textwrap.dedent(POD))
+        tmp = work / "tmp"
+        tmp.mkdir()
+        os.chown(tmp, 65534, 65534)
         (work / "probe.py").write_text(PROBE)
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(Path(core.__file__).resolve().parents[2])}
-        layers = ["namespaces"]
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp),
+               "PYTHONPATH": str(Path(core.__file__).resolve().parents[2])}
+        layers = ["namespaces", "seccomp", "auto"]
         bwrap = core._find_bwrap()
         if bwrap:  # the PyPI wheel's bwrap and its libraries, where uid 65534 can read them
             pkg = Path(bwrap).resolve().parents[1]
@@ -243,19 +213,26 @@ def test_sandbox_needs_namespaces_and_an_unmasked_proc_from_the_pod():
             layers.append("bubblewrap")
         subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
         seen = {}
-        for mode in ("none", "runtime-default", "masked-proc"):
+        for mode, options in MODES.items():
             for layer in layers:
-                proc = subprocess.run(["/usr/bin/python3", str(work / "pod.py"), mode, "65534", "/usr/bin/python3",
-                                       str(work / "probe.py"), layer], capture_output=True, text=True, env=env, timeout=60)
+                proc = subprocess.run(["/usr/bin/python3", str(PODEMU), "--uid", "65534", "--tmp", str(tmp), *options,
+                                       "--", "/usr/bin/python3", str(work / "probe.py"), layer],
+                                      capture_output=True, text=True, env=env, timeout=120)
                 assert proc.returncode == 0, proc.stderr[-2000:]
                 seen[mode, layer] = proc.stdout.strip()
-        for layer in layers:
-            assert seen["none", layer] == "ok 42", seen
-            assert seen["runtime-default", layer].startswith("unavailable"), seen
-            assert seen["masked-proc", layer].startswith("unavailable"), seen
+        strong = [x for x in layers if x in ("bubblewrap", "namespaces")]
+        for layer in strong:
+            assert seen["none", layer] == f"ok {layer} 42", seen
+            for mode in ("runtime-default", "masked-proc", "chart-defaults"):
+                assert seen[mode, layer].startswith("unavailable"), seen
         assert "unshare: Operation not permitted" in seen["runtime-default", "namespaces"]
         assert "mount /proc: Operation not permitted" in seen["masked-proc", "namespaces"]
         if "bubblewrap" in layers:
             assert "Can't mount proc" in seen["masked-proc", "bubblewrap"], seen
+        for mode in ("none", "runtime-default", "masked-proc"):  # writable mounts: the seccomp layer refuses
+            assert seen[mode, "seccomp"].startswith("unavailable") and "read-only" in seen[mode, "seccomp"], seen
+        assert seen["none", "auto"] == ("ok bubblewrap 42" if "bubblewrap" in layers else "ok namespaces 42"), seen
+        assert seen["chart-defaults", "seccomp"] == "ok seccomp 42", seen
+        assert seen["chart-defaults", "auto"] == "ok seccomp 42", seen
     finally:
         shutil.rmtree(work, ignore_errors=True)
