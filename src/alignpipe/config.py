@@ -194,7 +194,13 @@ class SFTConfig(_Stage):
         "probability); `asft`: DFT plus a KL anchor to the initial model (Anchored SFT).")
     asft_kl_coef: float = Field(0.05, ge=0, description="KL-anchor weight for `loss: asft`.")
     assistant_only_loss: bool = Field(True, description="Train only on assistant/completion tokens.")
-    packing: bool = Field(False, description="Pack several short examples into one sequence.")
+    packing: bool = Field(
+        False, description="Pack whole examples into rows of `max_length` tokens (best-fit decreasing; an example longer "
+        "than `max_length` is truncated), so that variable-length data wastes no compute on padding. No token attends "
+        "across an example boundary and positions restart per example, so the loss equals the unpacked loss on the "
+        "same examples. Layout by attention kernel: with flash attention, one flattened padding-free sequence per "
+        "batch (varlen kernel, no mask); otherwise (sdpa, eager: the CPU) the batch stays [batch_size, max_length] "
+        "with a block-diagonal causal mask per row. `batch_size` then counts packed rows, not examples.")
     max_length: int = Field(2048, ge=8, description="Truncate sequences to this many tokens: 2048 holds a chat "
                             "template, a prompt and a reasoned answer of typical instruction data.")
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")

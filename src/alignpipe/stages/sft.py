@@ -1,6 +1,22 @@
 """Supervised fine-tuning with TRL's SFTTrainer: full or LoRA, assistant-only loss, packing,
 and three losses — `nll` (cross-entropy), `dft` (Dynamic Fine-Tuning: each token's loss weighted by
-its detached probability) and `asft` (Anchored SFT: DFT plus a KL anchor to the initial model)."""
+its detached probability) and `asft` (Anchored SFT: DFT plus a KL anchor to the initial model).
+
+Packing (`packing: true`) packs whole examples into rows of `max_length` tokens with TRL's best-fit-decreasing
+packer, and lays the rows out for the model's attention kernel (`packing_layout`):
+
+- `varlen`, with flash attention (`flash_attention_2`/`_3`, flash kernels from the hub): TRL's padding-free batch,
+  every row of the batch flattened into one sequence with its boundaries as `cu_seq_lens`; the varlen kernel costs
+  the sum of each example's length squared and builds no mask.
+- `rows`, with every other implementation (`sdpa`, `eager`, `flex_attention`): the batch stays [rows, max_length]
+  (`PackedRowsCollator`), and transformers builds a block-diagonal causal mask per row from the position ids. TRL's
+  flattened layout is slow there: without a varlen kernel, transformers materialises one causal mask over the whole
+  flattened batch (16 rows of 256 tokens: a 4096 x 4096 mask, 16x the attention of the rows), and on the CPU that
+  made packed training 0.67x the tokens/s of unpacked (`bench/stages_vs_plain.py`, the `sft_packed` row).
+
+Either way no token attends across an example boundary, positions restart at 0 for each example, and the first
+token of each example is not a target (it would be predicted from the previous example's last token), so a batch's
+loss is the loss of the same examples unpadded (`tests/stages/test_sft_packing.py`)."""
 
 from __future__ import annotations
 
@@ -58,6 +74,63 @@ class AnchoredSFTTrainerMixin:
         self._metrics[mode]["mean_token_accuracy"].append(
             (((logits.argmax(-1) == target).float() * mask).sum() / denom).item())
         return loss
+
+
+def packing_layout(model) -> str:
+    """`varlen` where the model's attention takes sequence boundaries without a mask (flash attention), else `rows`
+    (see the module docstring)."""
+    from transformers.utils.generic import is_flash_attention_requested
+
+    return "varlen" if is_flash_attention_requested(model.config) else "rows"
+
+
+class PackedRowsCollator:
+    """Batches packed rows (TRL's bfd packing: `input_ids`, `labels`, `seq_lengths`) as [rows, longest row] with
+    `position_ids` that restart at 0 for each packed example, and no `attention_mask`: transformers then derives a
+    block-diagonal causal mask per row from the position ids (`masking_utils.find_packed_sequence_indices`; only with
+    no attention mask and no KV cache, which TRL's training forward ensures with `use_cache=False`). The first token
+    of every example gets label -100, as in TRL's padding-free collator. Padding at the end of a short row is a block
+    of its own with label -100. `num_real_tokens` (the tokens that are not padding) is taken off again by
+    `PackedRowsTrainerMixin`, which counts it for the `num_tokens` metric."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id, self.pad_to_multiple_of = pad_token_id, pad_to_multiple_of
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        lengths = [len(e["input_ids"]) for e in examples]
+        width = max(lengths)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), -100, dtype=torch.long)
+        position_ids = torch.empty((len(examples), width), dtype=torch.long)
+        for i, (e, n) in enumerate(zip(examples, lengths)):
+            input_ids[i, :n] = torch.as_tensor(e["input_ids"])
+            labels[i, :n] = torch.as_tensor(e.get("labels", e["input_ids"]))
+            seqs = list(e.get("seq_lengths") or [n])
+            if width > n:
+                seqs.append(width - n)  # the padding: a block of its own
+            position_ids[i] = torch.cat([torch.arange(s) for s in seqs])
+        labels[position_ids == 0] = -100
+        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
+                "num_real_tokens": torch.tensor(sum(lengths))}
+
+
+class PackedRowsTrainerMixin:
+    """SFTTrainer for `PackedRowsCollator` batches: TRL counts a batch without an attention mask as padding-free,
+    `position_ids.size(1)` tokens (one row); this counts the batch's real tokens instead, so that `num_tokens`
+    (and tokens/s) mean the same as for unpacked batches."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        real = inputs.pop("num_real_tokens", None)
+        before = self._total_train_tokens
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if real is not None and self.model.training:
+            n = self.accelerator.gather_for_metrics(real.reshape(1)).sum().item()
+            self._total_train_tokens = before + n // self._tp_size
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return result
 
 
 class AccuracyProbe(TrainerCallback):
@@ -134,6 +207,9 @@ def run(cfg: SFTConfig) -> StageResult:
         trainer_cls = SFTTrainer
         if cfg.loss == "asft":
             trainer_cls = type("AnchoredSFTTrainer", (AnchoredSFTTrainerMixin, SFTTrainer), {})
+        rows = cfg.packing and packing_layout(model) == "rows"
+        if rows:
+            trainer_cls = type("PackedRowsSFTTrainer", (PackedRowsTrainerMixin, trainer_cls), {})
         callbacks = []
         probe = None
         if cfg.stop_at_accuracy:
@@ -142,12 +218,18 @@ def run(cfg: SFTConfig) -> StageResult:
         trainer = trainer_cls(
             model=model, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer,
             peft_config=models.lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
+        if rows:  # TRL builds its padding-free collator for bfd packing; keep the rows instead (module docstring)
+            trainer.data_collator = PackedRowsCollator(trainer.data_collator.pad_token_id,
+                                                       trainer.data_collator.pad_to_multiple_of)
         if cfg.loss == "asft":
             trainer.ref_model = copy.deepcopy(trainer.model).eval().requires_grad_(False)
             trainer.kl_coef = cfg.asft_kl_coef
         trainer.train(resume_from_checkpoint=ckpt.attach(trainer, tr))
         history = trainer.state.log_history
         metrics: dict[str, float] = {"train/steps": float(trainer.state.global_step)}
+        tokens = [h["num_tokens"] for h in history if "num_tokens" in h]
+        if tokens:
+            metrics["train/num_tokens"] = float(tokens[-1])
         loss = log_history_summary(history, "loss")
         if loss:
             metrics["train/loss_first"], metrics["train/loss_last"] = loss["first"], loss["last"]
