@@ -413,6 +413,39 @@ def test_planted_secret_does_not_leak(sandbox, tmp_path, monkeypatch):
         assert planted.encode() not in result.stdout + result.stderr
 
 
+def test_another_runs_temp_dir_is_out_of_reach(sandbox):
+    """A concurrent run's temp dir, next to this run's in the temp area. In the seccomp layer the runs share
+    the grader's uid, so only Landlock (where the kernel has it; the layer's description says so) keeps them
+    apart - without it the threat model says they can reach each other's files."""
+    import tempfile
+
+    area = Path(getattr(sandbox, "tmp", tempfile.gettempdir()))
+    other = Path(tempfile.mkdtemp(prefix="alignpipe-sbx-", dir=area))
+    secret = "other-run-" + secrets.token_hex(8)
+    (other / "answer.txt").write_text(secret)
+    if isinstance(sandbox, PodSandbox):  # a run of the same grader: same uid
+        for path in (other, other / "answer.txt"):
+            os.chown(path, 65534, 65534)
+    try:
+        result = _run(sandbox, f"""
+            import os
+            for attempt in (lambda: print(open({str(other / "answer.txt")!r}).read()),
+                            lambda: open({str(other / "planted.txt")!r}, "w").write("x"),
+                            lambda: print(os.listdir({str(area)!r}))):
+                try:
+                    attempt()
+                except OSError as e:
+                    print("refused", type(e).__name__)
+        """)
+        assert result.ok, result.stderr
+        if sandbox.layer == "seccomp" and "Landlock on" not in sandbox.description:
+            pytest.skip("no Landlock here: the seccomp layer's runs can reach each other's temp dirs")
+        assert secret.encode() not in result.stdout
+        assert not (other / "planted.txt").exists()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+
+
 def test_grader_memory_and_limits_are_out_of_reach(sandbox):
     """Same uid as the grader (seccomp layer): its memory, its fds and its limits stay out of reach."""
     result = _run(sandbox, """

@@ -261,6 +261,7 @@ class Sandbox:
     _probed: dict[str, str] = {}
     _probe_lock = threading.Lock()
     _forkservers: dict[str, "seccomp.ForkServer"] = {}
+    _landlock: dict[str, str] = {}          # seccomp layer: "required" where the probe saw Landlock work
 
     def __init__(self, layer: str = "auto", python: str | None = None) -> None:
         if layer not in ("auto", *LAYERS):
@@ -292,8 +293,9 @@ class Sandbox:
             return f"bubblewrap ({self.bwrap}; {who})"
         if self.layer == "seccomp":
             who = "root, each run as a fresh uid" if self.root else f"uid {os.getuid()}, shared with the grader"
+            landlock = "Landlock on" if Sandbox._landlock.get(self._key) == "required" else "no Landlock"
             return (f"seccomp (no namespaces: fork server, seccomp-bpf filter, no_new_privs, non-dumpable, "
-                    f"rlimits; read-only mounts but {self.tmp_area}; {who})")
+                    f"rlimits, {landlock}; read-only mounts but {self.tmp_area}; {who})")
         return f"namespaces fallback (no working bwrap; rlimits + unshare; host filesystem readable; {who})"
 
     @property
@@ -335,12 +337,16 @@ class Sandbox:
             return why
         server = seccomp.ForkServer(self.python, self._env(self.tmp_area))
         Sandbox._forkservers[self._key] = server
+        Sandbox._landlock[self._key] = "try"
         try:
             result = self.run(seccomp.PROBE, limits=Limits(wall_s=20))
         except (OSError, SandboxError, seccomp.ForkServerDied) as exc:
             result = None
             why = str(exc)
-        if result is not None and (not result.ok or result.stdout.strip() != b"ok"):
+        if result is not None and result.ok and result.stdout.split()[:1] == [b"ok"]:
+            # Landlock is a bonus where the kernel (and the pod's seccomp profile) allow it: then required
+            Sandbox._landlock[self._key] = "required" if b"landlock" in result.stdout else ""
+        elif result is not None:
             tail = (result.error or result.stdout.decode("utf-8", "replace").strip()
                     or result.stderr.decode("utf-8", "replace").strip()[-200:])
             why = f"probe failed (exit {result.exit_code}): {tail}"[:300]
@@ -426,7 +432,8 @@ class Sandbox:
                 os.chmod(tmp, 0o700)
                 if uid is not None:
                     os.chown(tmp, uid, uid)
-                config.update(tmp=tmp, env={**self._env(tmp), "PWD": tmp})
+                config.update(tmp=tmp, tmp_area=self.tmp_area, env={**self._env(tmp), "PWD": tmp},
+                              landlock=Sandbox._landlock.get(self._key, ""))
                 if uid is None:
                     # the runs share the grader's uid, so a per-uid process count cannot be per run; no process
                     # can be created (the filter), and RLIMIT_AS bounds threads (each reserves its stack)

@@ -429,6 +429,56 @@ if _c.get("uid") is not None and os.getuid() == 0:
 os.chdir(_c["tmp"])
 os.environ.clear()
 os.environ.update(_c["env"])
+_libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (Landlock and the filter need it)
+def _landlock(own, area):
+    """Landlock (where the kernel has it): write only beneath `own`; read beneath everything but the temp
+    area `area`, so concurrent runs (same uid) cannot read or write each other's temp dirs. The ABI, or 0."""
+    sc = _libc.syscall
+    sc.restype = ctypes.c_long
+    abi = sc(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 1:
+        return 0
+    handled = (1 << 13) - 1 | ((1 << 13) if abi >= 2 else 0) | ((1 << 14) if abi >= 3 else 0)
+    attr = ctypes.c_uint64(handled)
+    rs = sc(ctypes.c_long(444), ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+    if rs < 0:
+        return 0
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+    on_files = 1 | 2 | 4 | ((1 << 14) if abi >= 3 else 0)   # EXECUTE WRITE_FILE READ_FILE TRUNCATE
+    def rule(path, rights):
+        try:
+            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            import stat as _s
+            if not _s.S_ISDIR(os.fstat(fd).st_mode):
+                rights &= on_files
+            if rights:
+                pb = PathBeneath(rights, fd)
+                sc(ctypes.c_long(445), ctypes.c_int(rs), ctypes.c_int(1), ctypes.byref(pb), ctypes.c_uint32(0))
+        finally:
+            os.close(fd)
+    read = 1 | 4 | 8   # EXECUTE READ_FILE READ_DIR
+    here = "/"
+    for part in [p for p in area.split("/") if p]:
+        for entry in os.listdir(here):
+            if entry != part:
+                rule(os.path.join(here, entry), read)
+        here = os.path.join(here, part)
+    rule(own, handled)
+    for dev in ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random"):
+        rule(dev, 2 | 4)
+    if sc(ctypes.c_long(446), ctypes.c_int(rs), ctypes.c_uint32(0)) != 0:
+        return 0
+    os.close(rs)
+    return abi
+if _c.get("landlock"):
+    if not _landlock(_c["tmp"], _c["tmp_area"]) and _c["landlock"] == "required":
+        os.write(2, b"sandbox: cannot apply the Landlock rules the probe found working\n")
+        os._exit(126)
 _prog = bytes.fromhex(_c["filter"])
 class _FProg(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
@@ -437,7 +487,7 @@ if _libc.prctl(38, 1, 0, 0, 0) != 0 or _libc.prctl(22, 2, ctypes.byref(_fp), 0, 
     os.write(2, b"sandbox: cannot install the seccomp filter: %s\n" % os.strerror(ctypes.get_errno()).encode())
     os._exit(126)
 _src = _c["source"]
-del _c, _read_all, _prog, _fp, _FProg, _zygote_serve, _libc
+del _c, _read_all, _prog, _fp, _FProg, _zygote_serve, _libc, _landlock
 sys.argv = ["main.py"]
 _g = {"__name__": "__main__", "__builtins__": __builtins__, "__file__": "main.py"}
 exec(compile(_src, "main.py", "exec"), _g)
@@ -591,7 +641,12 @@ for what, call in (("socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_
     if r == 0 and what == "fork":
         os._exit(0)
     bad.append(what + " allowed")
-print("ok" if not bad else ", ".join(bad))
+landlock = ""
+try:
+    os.listdir(os.path.dirname(os.getcwd()))   # the temp area, where the other runs' dirs are
+except PermissionError:
+    landlock = " landlock"
+print("ok" + landlock if not bad else ", ".join(bad))
 '''
 
 
