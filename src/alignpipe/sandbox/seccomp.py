@@ -35,6 +35,9 @@ Design (docs/code-rewards.md, threat model):
   privileged rest. A foreign architecture (`int 0x80`, x32) kills the process.
 * **No fork means no fork bomb and no detached grandchild**: when the run's process dies, its threads die
   with it, and nothing else of the run exists.
+* **Landlock where the kernel has it** (and the pod's seccomp profile allows `landlock_*`): a run writes
+  only beneath its own temp dir and reads everything but the temp area, so runs of the shared uid cannot
+  reach each other's temp dirs. The probe finds out whether it works; if it does, every run requires it.
 
 Preconditions (`check_mounts`, at start-up; otherwise the layer refuses with one line): the temp area
 (`tempfile.gettempdir()`, the pod's emptyDir `/tmp`) is a mount of its own and every other mount is
@@ -42,8 +45,8 @@ read-only, a kernel interface (proc, sysfs, cgroup, devpts, mqueue), or holds no
 write (e.g. `/etc/hosts` bound by the kubelet, root's 0644). The filter, non-dumpable and no_new_privs are
 then verified by a probe program.
 
-What it does not stop: programs can *read* every file the uid can read (the image, the emptyDir's other
-run directories of the same uid) and `/proc` entries that are world-readable; all runs share the temp
+What it does not stop: programs can *read* every file the uid can read (the image; without Landlock also
+the temp dirs of concurrent runs) and `/proc` entries that are world-readable; all runs share the temp
 area's total size (bounded by the emptyDir's `sizeLimit`, per file by `RLIMIT_FSIZE`); kernel bugs in
 allowed system calls (use gVisor/Kata: `rewardServer.runtimeClassName`).
 """
