@@ -545,6 +545,36 @@ def test_grader_data_is_not_visible(sandbox):
     assert result.stdout.startswith(b"[]")
 
 
+HARNESS_CHEATS = {  # tests/rewards/test_rewards_code.py has the same corpus through the reward
+    "exit_before_asserts": "import sys\nsys.exit(0)",
+    "os_exit_before_asserts": "import os\nos._exit(0)",
+    "fake_all_passed": "print('all tests passed')\nprint('OK END')\nimport sys\nsys.exit(0)",
+    "patch_exec": "import builtins\nbuiltins.exec = lambda *a, **k: None\ndef add(a, b): return None",
+    "patch_print_and_stdout": ("import builtins, sys, io\nbuiltins.print = lambda *a, **k: None\n"
+                               "sys.stdout = io.StringIO()\ndef add(a, b): return None"),
+    "exit_inside_the_function": "import os\ndef add(a, b):\n    os._exit(0)",
+    "sys_exit_inside_the_function": "import sys\ndef add(a, b):\n    sys.exit(0)",
+    "atexit_fake": "import atexit, os\natexit.register(lambda: os.write(1, b'\\nEND\\n'))\ndef add(a, b): return None",
+    "thread_after_main": ("import threading, time, os\ndef late():\n    time.sleep(0.2)\n    os.write(1, b'\\nEND\\n')\n"
+                          "threading.Thread(target=late).start()\ndef add(a, b): return None"),
+}
+
+
+def test_assert_harness_cannot_be_cheated(sandbox):
+    """The grader's assert harness on this layer (the seccomp layer ends programs its own way: exit status,
+    atexit hooks, non-daemon threads and flushing must behave as under `python main.py`)."""
+    from alignpipe.sandbox.grading import _run_row, split_asserts
+
+    tests = ("asserts", split_asserts("assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"))
+    assert _run_row("def add(a, b):\n    return a + b", tests, FAST, sandbox.run) == [True, True]
+    assert _run_row("def add(a, b):\n    return 3", tests, FAST, sandbox.run) == [True, False]
+    scored = {name: _run_row(program, tests, FAST, sandbox.run) for name, program in HARNESS_CHEATS.items()}
+    assert scored == {name: [False, False] for name in HARNESS_CHEATS}
+    exits = {src: sandbox.run(src, limits=FAST) for src in ("raise SystemExit(3)", "import sys; sys.exit('bye')", "1/0")}
+    assert [r.exit_code for r in exits.values()] == [3, 1, 1]
+    assert b"bye" in exits["import sys; sys.exit('bye')"].stderr and b"ZeroDivisionError" in exits["1/0"].stderr
+
+
 # --------------------------------------------------------------------------------------------------
 # choosing a layer, refusing without one
 # --------------------------------------------------------------------------------------------------

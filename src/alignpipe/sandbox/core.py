@@ -335,7 +335,7 @@ class Sandbox:
         why = seccomp.check_mounts(self.tmp_area, uid, gids)
         if why:
             return why
-        server = seccomp.ForkServer(self.python, self._env(self.tmp_area))
+        server = seccomp.ForkServer(self.python, self._env(self.tmp_area), self.tmp_area)
         Sandbox._forkservers[self._key] = server
         Sandbox._landlock[self._key] = "try"
         try:

@@ -405,6 +405,21 @@ def _zygote_serve(sock):
                 except OSError:
                     pass
                 os.close(w)
+def _read_roots(area):
+    """O_PATH descriptors (and whether each is a directory) of everything beside the path to the temp area
+    `area`: what a run may read under Landlock. Opened once here, used by every run."""
+    roots, here = [], "/"
+    for part in [p for p in area.split("/") if p]:
+        for entry in sorted(os.listdir(here)):
+            if entry != part:
+                try:
+                    fd = os.open(os.path.join(here, entry), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                roots.append((fd, os.fstat(fd).st_mode & 0o170000 == 0o040000))
+        here = os.path.join(here, part)
+    return roots
+_READ_ROOTS = _read_roots(sys.argv[2]) if len(sys.argv) > 2 else []
 _zygote = os.getpid()
 _cfg_fd, _in, _out, _err, _status = _zygote_serve(socket.socket(fileno=int(sys.argv[1])))
 # --- from here on: one run, a forked child of the fork server ---
@@ -422,20 +437,11 @@ def _read_all(fd):
         parts.append(b)
     return b"".join(parts)
 _c = json.loads(_read_all(_cfg_fd))
-os.closerange(3, 1 << 20)
-for _k, _v in _c["rlimits"].items():
-    resource.setrlimit(getattr(resource, _k), tuple(_v))
-if _c.get("uid") is not None and os.getuid() == 0:
-    os.setgroups([])
-    os.setresgid(_c["uid"], _c["uid"], _c["uid"])
-    os.setresuid(_c["uid"], _c["uid"], _c["uid"])
-os.chdir(_c["tmp"])
-os.environ.clear()
-os.environ.update(_c["env"])
 _libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (Landlock and the filter need it)
-def _landlock(own, area):
+def _landlock(own):
     """Landlock (where the kernel has it): write only beneath `own`; read beneath everything but the temp
-    area `area`, so concurrent runs (same uid) cannot read or write each other's temp dirs. The ABI, or 0."""
+    area (the fork server opened those paths once: `_READ_ROOTS`), so concurrent runs (same uid) cannot
+    read or write each other's temp dirs. The ABI, or 0 when it could not be applied."""
     sc = _libc.syscall
     sc.restype = ctypes.c_long
     abi = sc(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
@@ -450,38 +456,38 @@ def _landlock(own, area):
         _pack_ = 1
         _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
     on_files = 1 | 2 | 4 | ((1 << 14) if abi >= 3 else 0)   # EXECUTE WRITE_FILE READ_FILE TRUNCATE
-    def rule(path, rights):
+    def rule(fd, is_dir, rights):
+        rights = rights if is_dir else rights & on_files
+        if rights:
+            sc(ctypes.c_long(445), ctypes.c_int(rs), ctypes.c_int(1), ctypes.byref(PathBeneath(rights, fd)),
+               ctypes.c_uint32(0))
+    for fd, is_dir in _READ_ROOTS:
+        rule(fd, is_dir, 1 | 4 | 8)   # EXECUTE READ_FILE READ_DIR
+    for path, rights in [(own, handled)] + [(d, 2 | 4) for d in ("/dev/null", "/dev/zero", "/dev/full",
+                                                                  "/dev/urandom", "/dev/random")]:
         try:
             fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            return
-        try:
-            import stat as _s
-            if not _s.S_ISDIR(os.fstat(fd).st_mode):
-                rights &= on_files
-            if rights:
-                pb = PathBeneath(rights, fd)
-                sc(ctypes.c_long(445), ctypes.c_int(rs), ctypes.c_int(1), ctypes.byref(pb), ctypes.c_uint32(0))
-        finally:
-            os.close(fd)
-    read = 1 | 4 | 8   # EXECUTE READ_FILE READ_DIR
-    here = "/"
-    for part in [p for p in area.split("/") if p]:
-        for entry in os.listdir(here):
-            if entry != part:
-                rule(os.path.join(here, entry), read)
-        here = os.path.join(here, part)
-    rule(own, handled)
-    for dev in ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/random"):
-        rule(dev, 2 | 4)
-    if sc(ctypes.c_long(446), ctypes.c_int(rs), ctypes.c_uint32(0)) != 0:
-        return 0
+            continue
+        rule(fd, path == own, rights)
+        os.close(fd)
+    ok = sc(ctypes.c_long(446), ctypes.c_int(rs), ctypes.c_uint32(0)) == 0
     os.close(rs)
-    return abi
+    return abi if ok else 0
 if _c.get("landlock"):
-    if not _landlock(_c["tmp"], _c["tmp_area"]) and _c["landlock"] == "required":
+    if not _landlock(_c["tmp"]) and _c["landlock"] == "required":
         os.write(2, b"sandbox: cannot apply the Landlock rules the probe found working\n")
         os._exit(126)
+os.closerange(3, 1 << 20)
+for _k, _v in _c["rlimits"].items():
+    resource.setrlimit(getattr(resource, _k), tuple(_v))
+if _c.get("uid") is not None and os.getuid() == 0:
+    os.setgroups([])
+    os.setresgid(_c["uid"], _c["uid"], _c["uid"])
+    os.setresuid(_c["uid"], _c["uid"], _c["uid"])
+os.chdir(_c["tmp"])
+os.environ.clear()
+os.environ.update(_c["env"])
 _prog = bytes.fromhex(_c["filter"])
 class _FProg(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
@@ -490,10 +496,43 @@ if _libc.prctl(38, 1, 0, 0, 0) != 0 or _libc.prctl(22, 2, ctypes.byref(_fp), 0, 
     os.write(2, b"sandbox: cannot install the seccomp filter: %s\n" % os.strerror(ctypes.get_errno()).encode())
     os._exit(126)
 _src = _c["source"]
-del _c, _read_all, _prog, _fp, _FProg, _zygote_serve, _libc, _landlock
+del _c, _read_all, _prog, _fp, _FProg, _zygote_serve, _libc, _landlock, _read_roots, _READ_ROOTS
 sys.argv = ["main.py"]
 _g = {"__name__": "__main__", "__builtins__": __builtins__, "__file__": "main.py"}
-exec(compile(_src, "main.py", "exec"), _g)
+# The program ends as under `python main.py` - exit status, traceback, non-daemon threads joined, atexit
+# hooks, stdout/stderr flushed - but without tearing the interpreter down (that took half of a run's time).
+try:
+    exec(compile(_src, "main.py", "exec"), _g)
+    _rc = 0
+except SystemExit as _e:
+    _rc = _e.code
+    if _rc is None:
+        _rc = 0
+    elif not isinstance(_rc, int):
+        try:
+            print(_rc, file=sys.stderr)
+        except Exception:
+            pass
+        _rc = 1
+except BaseException:
+    sys.excepthook(*sys.exc_info())
+    _rc = 1
+if "threading" in sys.modules:
+    try:
+        sys.modules["threading"]._shutdown()
+    except BaseException:
+        pass
+import atexit
+atexit._run_exitfuncs()
+for _f in (sys.stdout, sys.__stdout__, sys.stderr, sys.__stderr__):
+    try:
+        if _f is None or getattr(_f, "closed", False):
+            continue
+        _f.flush()
+    except Exception:
+        if _f is sys.stdout or _f is sys.__stdout__:
+            _rc = 120 if _rc == 0 else _rc
+os._exit(_rc & 0xFF)
 '''
 
 #: in the fork server's command line, so tests can tell its runs (forked children) from it
@@ -555,13 +594,13 @@ class _Run:
 class ForkServer:
     """The grader's side of the fork server: `spawn()` starts one run and returns a Popen-like `_Run`."""
 
-    def __init__(self, python: str, env: dict[str, str]) -> None:
+    def __init__(self, python: str, env: dict[str, str], tmp_area: str) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
         self._lock = threading.Lock()
         try:
             self.proc = subprocess.Popen(
-                [python, "-I", "-B", "-c", ZYGOTE, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                [python, "-I", "-B", "-c", ZYGOTE, str(theirs.fileno()), tmp_area], pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd="/",
                 start_new_session=True)
         finally:
