@@ -128,6 +128,20 @@ for pid in [int(p.split("/")[2]) for p in glob.glob("/proc/[0-9]*")]:
 """
 
 
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        return text.encode() in open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
+
+
+def _parent(pid: str) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def test_server_in_the_locked_down_pod_runs_the_seccomp_layer():
     """The chart's pod (uid 65534 here, runtime default seccomp, masked /proc, read-only mounts but /tmp,
     the token in env): bubblewrap and namespaces refuse, `auto` takes the seccomp layer and /healthz says so;
@@ -185,6 +199,22 @@ def test_server_in_the_locked_down_pod_runs_the_seccomp_layer():
         assert passed == [[True, False], [True], [True], [True]]
         assert json.loads(urllib.request.urlopen(url + "/healthz", timeout=5).read())["ok"] is True
         assert proc.poll() is None
+        # the fork server gone (say, the OOM killer): /healthz fails, so the liveness probe restarts the pod
+        from alignpipe.sandbox.seccomp import ZYGOTE_MARK
+
+        forkservers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, ZYGOTE_MARK)
+                       and _parent(p) == proc.pid]
+        assert len(forkservers) == 1
+        os.kill(forkservers[0], 9)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=5)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503 and json.loads(exc.read()) == {"ok": False, "layer": "seccomp"}
+                break
+            assert time.monotonic() < deadline, "/healthz still ok after the fork server died"
+            time.sleep(0.1)
     finally:
         proc.terminate()
         try:
