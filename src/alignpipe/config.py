@@ -484,7 +484,8 @@ class RLConfig(_Stage):
 
     def _check_engine(self) -> None:
         """engine: alignpipe — settings that fit together. Plug-in names (advantage, loss, kl.estimator) live in
-        registries of `alignpipe.rl` (a higher layer) and are checked by the rl stage before it loads anything."""
+        registries of `alignpipe.rl` (a higher layer) and are checked by the rl stage before it loads anything.
+        `distributed.gpus > 1` runs it data-parallel on one node; DeepSpeed presets and several nodes are refused."""
         if self.algorithm == "expert_iteration":
             raise ValueError("algorithm=expert_iteration does not run on engine: alignpipe (use engine: trl, or "
                              "algorithm: grpo with engine_settings.loss: sft_on_positive)")
@@ -501,8 +502,14 @@ class RLConfig(_Stage):
                              "(and grpo.beta: 0)")
         if self.generation.temperature <= 0:
             raise ValueError("generation.temperature must be > 0 on engine: alignpipe (RL samples completions)")
-        if self.distributed.gpus > 1 or getattr(self.distributed, "nodes", 1) > 1:
-            raise ValueError("engine: alignpipe runs in one process (set distributed.gpus: 1, or engine: trl)")
+        # Several processes on one node are data-parallel (alignpipe.rl.parallel); not ZeRO sharding, not multi-node.
+        if self.distributed.deepspeed != "none":
+            raise ValueError(f"distributed.deepspeed: {self.distributed.deepspeed} is not supported on engine: alignpipe "
+                             "(it keeps whole weights on each rank and averages gradients itself; set "
+                             "distributed.deepspeed: none, or engine: trl)")
+        if getattr(self.distributed, "nodes", 1) > 1:
+            raise ValueError("distributed.nodes > 1 is not supported on engine: alignpipe (it runs on one node, "
+                             "distributed.gpus processes; set distributed.nodes: 1, or engine: trl)")
 
 
 class PreferenceConfig(_Stage):

@@ -35,7 +35,9 @@ def test_ppo_runs_on_the_alignpipe_engine_with_gae_and_ppo_clip():
      "critic.init: reward_model needs reward_model"),
     (dict(engine="alignpipe", algorithm="expert_iteration"), "does not run on engine: alignpipe"),
     (dict(engine="alignpipe", grpo=dict(beta=0.04)), "set engine_settings.kl.beta"),
-    (dict(engine="alignpipe", distributed=dict(gpus=2)), "engine: alignpipe runs in one process"),
+    (dict(engine="alignpipe", distributed=dict(gpus=2, deepspeed="zero3")),
+     "distributed.deepspeed: zero3 is not supported on engine: alignpipe"),
+    (dict(engine="alignpipe", distributed=dict(gpus=2, nodes=2)), "distributed.nodes > 1 is not supported on engine"),
 ])
 def test_bad_engine_settings(data, message):
     with pytest.raises(ConfigError) as err:
@@ -78,3 +80,8 @@ def test_cli_exits_2_before_loading_a_model(tmp_path, settings, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_several_processes_on_one_node_are_accepted():
+    cfg = _validate(engine="alignpipe", algorithm="ppo", distributed=dict(gpus=4))
+    assert cfg.distributed.gpus == 4  # data-parallel on the engine (alignpipe.rl.parallel)

@@ -10,6 +10,7 @@ Rows are completions, grouped by prompt: rows `g*k .. g*k+k-1` share a prompt (`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -26,6 +27,8 @@ class AdvantageInput:
     values: torch.Tensor | None = None  # [N, T] critic values of the state before each token
     gamma: float = 1.0
     lam: float = 0.95
+    # sums a tensor over the ranks of a multi-process run, for estimators that normalise over the whole batch
+    all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def seq_rewards(self) -> torch.Tensor:
@@ -77,10 +80,12 @@ def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: f
     return out * mask
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    n = mask.sum().clamp(min=1)
-    mean = (x * mask).sum() / n
-    var = (((x - mean) * mask) ** 2).sum() / (n - 1).clamp(min=1)
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, all_sum=None) -> torch.Tensor:
+    """(x - mean) / std over the masked tokens; with `all_sum` (see `AdvantageInput`) over every rank's tokens."""
+    total = all_sum or (lambda t: t)
+    n = total(mask.sum()).clamp(min=1)
+    mean = total((x * mask).sum()) / n
+    var = total((((x - mean) * mask) ** 2).sum()) / (n - 1).clamp(min=1)
     out = (x - mean) * torch.rsqrt(var + 1e-8) if shift_mean else x * torch.rsqrt(var + 1e-8)
     return out * mask
 
@@ -88,7 +93,8 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
 @ADVANTAGES.register("reinforce_pp")
 def reinforce_pp(inp: AdvantageInput):
     """REINFORCE++: per-token returns (KL penalty in the token rewards) normalised over the whole batch."""
-    return masked_whiten(discounted_returns(inp.token_rewards, inp.mask, inp.gamma), inp.mask), None
+    return masked_whiten(discounted_returns(inp.token_rewards, inp.mask, inp.gamma), inp.mask,
+                         all_sum=inp.all_sum), None
 
 
 @ADVANTAGES.register("gae", needs_critic=True)

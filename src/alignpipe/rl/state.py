@@ -4,7 +4,8 @@ A checkpoint folder `checkpoint-<step>/` (step = rollout steps done) holds `engi
 - the policy's weights (with LoRA: the trainable adapter weights only), its optimizer and scheduler;
 - the critic's weights and optimizer (for `gae`);
 - the RNG states (python `random`, numpy, torch CPU, and CUDA when present), so the resumed run samples the
-  same completions and mini-batch orders as an uninterrupted one;
+  same completions and mini-batch orders as an uninterrupted one — one set per rank under torchrun (`ranks`, with
+  that rank's replay buffer), gathered by rank 0, which alone writes and publishes the checkpoint;
 - the step and optimizer-step counters, the metric history (so the result holds each step once), the prompt
   sampler's state (pass-rate store, its RNG and data position) and the temperature controller's state.
 
@@ -126,23 +127,36 @@ class EngineCheckpoints:
             return True
         return self.every_s is not None and time.monotonic() - self._last >= self.every_s
 
-    def save(self, done: int, state: dict[str, Any]) -> None:
-        """Write `state` as checkpoint-<done> and publish it; after a SIGTERM, raise `Preempted`."""
+    def note_peer_sigterm(self) -> None:
+        """Another rank got SIGTERM: checkpoint and exit with it (the ranks agree on the step)."""
+        from alignpipe.reuse import say
+
+        self.preempted = True
+        say(f"{self.store.stage}: another rank got SIGTERM: checkpointing when this step ends")
+
+    def save(self, done: int, state: dict[str, Any] | None) -> None:
+        """Write `state` as checkpoint-<done> and publish it; after a SIGTERM, raise `Preempted`. Under torchrun
+        every rank calls it (at the same step); rank 0 writes and publishes (its `state` holds every rank's
+        part, the others pass None) while the others wait."""
         from alignpipe import tracking
+        from alignpipe.base import barrier, is_main_process
         from alignpipe.checkpoints import PREFIX, Preempted
         from alignpipe.reuse import say
 
         local = Path(self.store.local_dir) / f"{PREFIX}{done}"
-        local.mkdir(parents=True, exist_ok=True)
-        torch.save(state, local / STATE_FILE)
-        tracking.flush()  # the metrics of the steps this checkpoint covers are stored before it is
-        uri = self.store.publish(local, done)
-        self._last = time.monotonic()
-        for old in Path(self.store.local_dir).glob(f"{PREFIX}*"):
-            if old != local:
-                import shutil
+        if is_main_process():
+            local.mkdir(parents=True, exist_ok=True)
+            torch.save(state, local / STATE_FILE)
+            tracking.flush()  # the metrics of the steps this checkpoint covers are stored before it is
+            self.store.publish(local, done)
+            for old in Path(self.store.local_dir).glob(f"{PREFIX}*"):
+                if old != local:
+                    import shutil
 
-                shutil.rmtree(old, ignore_errors=True)
+                    shutil.rmtree(old, ignore_errors=True)
+        barrier()
+        uri = self.store.step_uri(done)
+        self._last = time.monotonic()
         if self.preempted:
             if self._timer is not None:
                 self._timer.cancel()
