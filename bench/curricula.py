@@ -51,8 +51,15 @@ JSON = ROOT / "out" / "bench" / "curricula.json"
 #: What each reproduction runs beside the uniform baseline: arm -> (sampler block, engine_settings block).
 ARMS = {"sec": ("bandit", {"name": "bandit"}, {}),
         "dots": ("dots", {"name": "difficulty_target"}, {"replay": {}}),
-        "relift": ("relift", {"name": "uniform"}, {"relift": {}})}
-KINDS = ("sec", "dots", "relift", "mixture")
+        "relift": ("relift", {"name": "uniform"}, {"relift": {}}),
+        # DOTS's two parts alone (ablations)
+        "dots-sampler": ("dots_sampler_only", {"name": "difficulty_target"}, {}),
+        "dots-replay": ("dots_replay_only", {"name": "uniform"}, {"replay": {}})}
+KINDS = ("sec", "dots", "relift", "mixture", "dots-sampler", "dots-replay")
+#: Arms the table lists as DOTS ablations when every seed has them (`dots_explore0`: the DOTS arm as first run,
+#: before the difficulty_target fix that made its `explore` share hold for batches under 10 prompts).
+ABLATIONS = {"dots_sampler_only": "difficulty_target alone (no replay)", "dots_replay_only": "replay alone (uniform)",
+             "dots_explore0": "difficulty_target + replay, before the explore fix (no uniform slots)"}
 #: The hardest difficulty bucket of the held-out set (ReLIFT's measure): difficulty >= this.
 HARD = 2
 
@@ -269,6 +276,16 @@ def table(results: dict) -> str:
             [x["final"]["all"] for x in base])
         row(label, "training seconds for all steps", [o["train_s"] for o in ours], [x["train_s"] for x in base], 0,
             pts=False)
+    for arm, what in ABLATIONS.items():
+        if all(arm in r["runs"] for r in seeds) and all("dots" in r["runs"] for r in seeds):
+            ours = [r["runs"][arm] for r in seeds]
+            thr = [r["sft"]["acc"]["all"] + s["dots_gain"] for r in seeds]
+            label = f"DOTS ablation: {what} vs uniform"
+            row(label, f"rollout steps to held-out `all` >= start + {s['dots_gain']:.2f}",
+                [steps_to(o["curve"], t)[0] for o, t in zip(ours, thr)],
+                [steps_to(x["curve"], t)[0] for x, t in zip(base, thr)], 0, pts=False)
+            row(label, f"held-out `all` after {steps} steps", [o["final"]["all"] for o in ours],
+                [x["final"]["all"] for x in base])
     if all("relift" in r["runs"] for r in seeds):
         ours = [r["runs"]["relift"] for r in seeds]
         label = "ReLIFT: relift vs plain GRPO"
@@ -380,9 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                           "wall_s": round(sft_s, 1), "model": model}
             _log(f"seed {seed}: SFT start held-out {rec['sft']['acc']}, OOD {rec['sft']['ood']}")
             _save(args.json, results)
-        arms = [("uniform", {"name": "uniform"}, {})] + [ARMS[k] for k in args.kinds if k in ARMS]
-        if "mixture" in args.kinds:  # (last: the search is the most expensive part)
-            arms.append(("searched", None, {}))
+        arms = [("uniform", {"name": "uniform"}, {})] + [ARMS[k] if k in ARMS else ("searched", None, {})
+                                                        for k in args.kinds]  # in the order named
         for name, sampler, es in arms:
             if name in rec["runs"]:
                 continue

@@ -50,6 +50,19 @@ def test_difficulty_target_prefers_prompts_near_the_target_pass_rate():
     assert smp.metrics()["sampler/target_gap"] == 0.0
 
 
+def test_difficulty_target_explores_its_share_in_small_batches():
+    """explore x n below one slot (0.25 x 2 prompts) still draws that share uniformly in expectation (it used to
+    round down to no exploration at all)."""
+    rows = [{"prompt": f"q{i}"} for i in range(40)]
+    smp = _smp("difficulty_target", rows, explore=0.25, pool=20)
+    for i in range(40):  # even prompts at the target pass rate, odd ones never solved
+        smp.observe([i], [[1.0, 0.0] if i % 2 == 0 else [0.0, 0.0]], step=0)
+    chosen = [i for step in range(1, 801) for i in smp.select(2, step)]
+    far = sum(i % 2 for i in chosen) / len(chosen)
+    # a uniform slot in half of the selects, half of those an odd prompt: 0.125 of the draws
+    assert 0.09 < far < 0.16, far
+
+
 def test_difficulty_target_estimates_unseen_prompts_from_seen_ones_by_difficulty_and_domain():
     rows = _rows(60)
     smp = _smp("difficulty_target", rows, explore=0.0, pool=60)

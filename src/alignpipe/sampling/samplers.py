@@ -200,7 +200,12 @@ class DifficultyTarget(Sampler):
     def select(self, n: int, step: int) -> list[int]:
         s = self.settings
         est = self.store.estimates(self.ids)
-        n_explore = int(s.explore * n)
+        # stochastic rounding: the `explore` share holds in expectation for batches too small for a whole
+        # uniform slot (int(0.1 x 8) would be 0: no exploration at all); no draw when the share is whole
+        exact = s.explore * n
+        n_explore = int(exact)
+        if exact - n_explore > 1e-9 and self.rng.random() < exact - n_explore:
+            n_explore += 1
         pool = self.rng.sample(range(self.n), min(self.n, s.pool * n))
         keyed = sorted(pool, key=lambda i: (abs(est[i] - s.target), self.rng.random()))
         chosen = keyed[:n - n_explore]
