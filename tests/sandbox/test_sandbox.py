@@ -124,16 +124,17 @@ def sandbox(request):
 
 
 def _procs_with(token: bytes) -> list[int]:
-    """PIDs (other than ours) whose command line contains `token`."""
+    """PIDs (other than ours, and not zombies: a dead process cannot act) whose command line contains `token`."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if token in cmdline:
+        if token in cmdline and state != "Z":
             found.append(int(entry))
     return found
 
@@ -168,13 +169,16 @@ def _sandbox_processes() -> list[int]:
 
 
 def _no_sandbox_process_left() -> None:
-    # a leak lingers (the detached grandchild below sleeps 60 s); the kernel's clean-up of a killed run can
-    # take seconds on a loaded machine, hence the generous wait
+    """No sandbox process of this session lingers: a leak persists (the detached grandchild below sleeps
+    60 s); what other sessions on this shared machine are killing right now, and the kernel's clean-up of a
+    killed run on a loaded machine, pass within the wait, so only processes seen at the start and still
+    there at the end count."""
+    first = set(_sandbox_processes())
     deadline = time.monotonic() + 10
-    while _sandbox_processes() and time.monotonic() < deadline:
+    while first & set(_sandbox_processes()) and time.monotonic() < deadline:
         time.sleep(0.05)
     left = {}
-    for pid in _sandbox_processes():
+    for pid in first & set(_sandbox_processes()):
         try:
             left[pid] = (_ppid(pid), Path(f"/proc/{pid}/cmdline").read_bytes()[:80])
         except OSError:

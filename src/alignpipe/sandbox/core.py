@@ -467,7 +467,7 @@ class Sandbox:
         try:
             proc = server.spawn()
         except seccomp.ForkServerDied as exc:
-            raise SandboxError(f"{exc}; restart the process") from None
+            raise SandboxError(f"{exc}" + ("" if server.alive else "; restart the process")) from None
         payload = seccomp.config_payload(proc, config)
         result = self._communicate(proc, proc.config_fd, payload, stdin, limits, start)
         if proc.died:

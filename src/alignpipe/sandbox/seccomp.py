@@ -374,7 +374,12 @@ def _zygote_serve(sock):
                         except OSError:
                             pass
                     os._exit(0)
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:  # no process to be had: the grader sees the status pipe close unannounced
+                    for fd in fds:
+                        os.close(fd)
+                    continue
                 if pid == 0:
                     sel.close(); sock.close()
                     signal.set_wakeup_fd(-1)
@@ -383,7 +388,10 @@ def _zygote_serve(sock):
                     return fds
                 for fd in fds[:4]:
                     os.close(fd)
-                os.write(fds[4], b"P %d\n" % pid)
+                try:
+                    os.write(fds[4], b"P %d\n" % pid)
+                except OSError:
+                    pass  # the grader gave up on this run; it is reaped below all the same
                 runs[pid] = fds[4]
             else:
                 try:
@@ -641,7 +649,8 @@ class ForkServer:
                         f.close()
                     os.close(status_r)
                     os.close(cfg_w)
-                    raise ForkServerDied("the seccomp layer's fork server did not start the run")
+                    raise ForkServerDied("the seccomp layer's fork server could not start the run (out of "
+                                         "processes, or it has exited)")
                 line += chunk
         run.pid = int(line.split()[1])
         run.config_fd = cfg_w
