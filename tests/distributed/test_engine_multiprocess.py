@@ -153,7 +153,6 @@ def test_two_ranks_train_the_engine_in_step_and_rank0_tracks_and_publishes_once(
 
     # The policy moved toward the reward (digits), measured over both ranks' completions.
     rewards = [h["reward"] for h in result["history"]]
-    print("rewards per step:", [round(r, 3) for r in rewards])
     assert len(rewards) == STEPS
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.1, rewards
     assert result["metrics"]["train/optimizer_steps"] == STEPS * 2 * 2
