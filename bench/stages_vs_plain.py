@@ -46,6 +46,10 @@ STEPS = {"sft": (40, 4), "sft_packed": (20, 3), "reward_model": (40, 3), "dpo": 
          "grpo": (15, 2), "rloo": (15, 2), "evaluate": (384, 32)}
 #: stages where alignpipe also runs with tracking off (MLflow's share, measured apart); the others skip that variant
 TRACKING_OFF = ("sft", "grpo")
+#: sft_packed: packed rows per batch and their length (the unpacked reference takes as many examples as hold as many
+#: tokens, `Bench.unpacked_batch`)
+PACKED_ROWS, PACKED_LENGTH = 16, 256
+UNPACKED = "alignpipe, packing off"
 
 TIMES = {"train": 0.0, "generate": 0.0, "train_cpu": 0.0, "generate_cpu": 0.0}
 
@@ -92,11 +96,13 @@ class Bench:
         self.data["sft_varlen"] = self._varlen(root / "data" / "sft_varlen.jsonl")
         self.tiny = models.resolve("tiny")  # the cached tiny model folder both sides load
         self.n = 0
+        self._unpacked_batch: int | None = None
+        self.varlen_lengths: tuple[int, float, int] | None = None  # min, mean, max tokens of an sft_varlen example
 
     @staticmethod
     def _varlen(path: Path, rows: int = 4000, seed: int = 0) -> str:
         """Variable-length SFT rows: 1..24 addition problems per prompt, the reversed sums as the answer
-        (10 to ~250 tokens a row), so that padding wastes most of an unpacked batch."""
+        (about 25 to 270 tokens with the chat template), so that padding wastes most of an unpacked batch."""
         from alignpipe.data.demo import reverse_sum
 
         rng = random.Random(seed)
@@ -147,8 +153,8 @@ class Bench:
         tok = AutoTokenizer.from_pretrained(self.tiny)
         ds = Dataset.from_list(self.rows("sft_varlen" if packed else "sft_train"))
         out = self.out("plain-sft")
-        args = SFTConfig(**self._plain_args(steps, 16 if packed else 64, 1e-3, out), max_length=256 if packed else 32,
-                         packing=packed, completion_only_loss=True)
+        args = SFTConfig(**self._plain_args(steps, PACKED_ROWS if packed else 64, 1e-3, out),
+                         max_length=PACKED_LENGTH if packed else 32, packing=packed, completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         trainer.train()
         self._save(trainer, tok, out)
@@ -160,25 +166,37 @@ class Bench:
 
         cfg = SFTConfig(model=self.tiny, train_data=self.data["sft_varlen" if packed else "sft_train"],
                         output_dir=self.out("ap-sft"), tracking=tracking, packing=packed,
-                        max_length=256 if packed else 32, training=self._training(steps, 16 if packed else 64, 1e-3))
+                        max_length=PACKED_LENGTH if packed else 32,
+                        training=self._training(steps, PACKED_ROWS if packed else 64, 1e-3))
         res = sft.run(cfg)
         return _history_info(res.history)
 
-    def plain_sft_unpacked_varlen(self, steps: int) -> dict:
-        """Reference for packing: the same variable-length data, unpacked (padded), same sequences per batch x 4."""
-        from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from trl import SFTConfig, SFTTrainer
+    @property
+    def unpacked_batch(self) -> int:
+        """Examples per unpacked batch that hold the tokens of PACKED_ROWS packed rows of PACKED_LENGTH (the mean
+        example length of the variable-length data, truncated like the packer truncates), so that the packed and
+        unpacked runs see about equal tokens at equal steps."""
+        if self._unpacked_batch is None:
+            from transformers import AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(self.tiny)
-        tok = AutoTokenizer.from_pretrained(self.tiny)
-        ds = Dataset.from_list(self.rows("sft_varlen"))
-        out = self.out("plain-sft-unpacked")
-        args = SFTConfig(**self._plain_args(steps, 16, 1e-3, out), max_length=256, packing=False,
-                         completion_only_loss=True)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
-        trainer.train()
-        return _sft_info(trainer)
+            tok = AutoTokenizer.from_pretrained(self.tiny)
+            lengths = [len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True,
+                                                   return_dict=True)["input_ids"]) for r in self.rows("sft_varlen")]
+            self.varlen_lengths = (min(lengths), statistics.mean(lengths), max(lengths))
+            truncated = [min(PACKED_LENGTH, n) for n in lengths]
+            self._unpacked_batch = round(PACKED_ROWS * PACKED_LENGTH / statistics.mean(truncated))
+        return self._unpacked_batch
+
+    def alignpipe_sft_unpacked_varlen(self, steps: int) -> dict:
+        """Reference for packing: alignpipe with `packing: false` on the same variable-length data (padded to the
+        longest example of each batch), `unpacked_batch` examples a step (about the packed run's tokens)."""
+        from alignpipe.config import SFTConfig
+        from alignpipe.stages import sft
+
+        cfg = SFTConfig(model=self.tiny, train_data=self.data["sft_varlen"], output_dir=self.out("ap-sft-unpacked"),
+                        tracking=True, packing=False, max_length=PACKED_LENGTH,
+                        training=self._training(steps, self.unpacked_batch, 1e-3))
+        return _history_info(sft.run(cfg).history)
 
     # ---- reward model ---------------------------------------------------------------------------
 
@@ -365,6 +383,8 @@ def run_stage(b: Bench, stage: str, steps: int, reps: int, warmup: int, profile_
     vs = variants(b, stage)
     if stage not in TRACKING_OFF:
         vs = vs[:2]
+    if stage == "sft_packed":  # packing's own gain: the same data with packing off, in the same alternation
+        vs.append((UNPACKED, b.alignpipe_sft_unpacked_varlen))
     # first-use costs (imports, the sqlite store's migrations) out of the timings: every variant before the
     # first stage, then the plain script (it imports the stage's trainer first)
     for _, fn in (vs if first else vs[:1]):
@@ -380,10 +400,7 @@ def run_stage(b: Bench, stage: str, steps: int, reps: int, warmup: int, profile_
             results[label].append(r)
             print(f"  {stage:<12} rep {rep + 1} {label:<24} wall {r['wall']:6.2f} s (train {r['inner']:6.2f} s)"
                   f"   cpu {r['cpu']:6.2f} s (train {r['inner_cpu']:6.2f} s)", flush=True)
-    extra = {}
-    if stage == "sft_packed":  # packing's own gain: tokens/s of the same data, unpacked
-        unpacked = [measure(b.plain_sft_unpacked_varlen, steps) for _ in range(max(1, reps // 2 + 1))]
-        extra["unpacked"] = unpacked
+    extra = {"unpacked_batch": b.unpacked_batch, "varlen_lengths": b.varlen_lengths} if stage == "sft_packed" else {}
     return {"stage": stage, "steps": steps, "results": results, **extra}
 
 
@@ -414,19 +431,27 @@ def summarise(s: dict) -> dict:
     row["project_n"] = n
     row["ratio_at_n"] = ((row["p_fixed"] + n * row["p_step_ms"] / 1000) /
                          (row["a_fixed"] + n * row["a_step_ms"] / 1000))
-    if "unpacked" in s:
-        def tps(rs):
-            return statistics.median(r["num_tokens"] / r["inner"] for r in rs if r.get("num_tokens"))
-        try:
-            row["tokens_s_packed"] = tps(res["plain"])
-            row["tokens_s_unpacked"] = tps(s["unpacked"])
-            losses = [r["loss_last"] for r in res["plain"] if r.get("loss_last") is not None]
-            row["loss_packed"] = statistics.median(losses) if losses else None
-            losses = [r["loss_last"] for r in s["unpacked"] if r.get("loss_last") is not None]
-            row["loss_unpacked"] = statistics.median(losses) if losses else None
-        except (statistics.StatisticsError, TypeError, ZeroDivisionError):
-            pass
+    if UNPACKED in res:
+        row.update(packing_summary(res, steps), unpacked_batch=s["unpacked_batch"], varlen_lengths=s["varlen_lengths"])
     return row
+
+
+def packing_summary(res: dict[str, list[dict]], steps: int) -> dict:
+    """sft_packed: real tokens per second of `Trainer.train` (wall and CPU), tokens per step and the last logged
+    loss (the mean over the last LOGGING_STEPS steps), medians over repetitions, for alignpipe packed, alignpipe
+    unpacked and TRL's own packing (`plain`). Tokens are real tokens for all three: alignpipe counts the packed rows'
+    non-padding tokens, TRL an unpacked batch's attention mask and its padding-free batch's flattened length."""
+    out = {}
+    for key, label in (("packed", "alignpipe"), ("unpacked", UNPACKED), ("trl", "plain")):
+        rs = [r for r in res.get(label, []) if r.get("num_tokens")]
+        if not rs:
+            continue
+        out[f"tokens_s_{key}"] = statistics.median(r["num_tokens"] / r["inner"] for r in rs)
+        out[f"tokens_cpu_s_{key}"] = statistics.median(r["num_tokens"] / r["inner_cpu"] for r in rs)
+        out[f"tokens_step_{key}"] = statistics.median(r["num_tokens"] / steps for r in rs)
+        losses = [r["loss_last"] for r in rs if r.get("loss_last") is not None]
+        out[f"loss_{key}"] = statistics.median(losses) if losses else None
+    return out
 
 
 LABELS = {"sft": "SFT", "sft_packed": "SFT packed (var-length)", "reward_model": "reward model", "dpo": "DPO",
@@ -445,14 +470,23 @@ def table(rows: list[dict]) -> str:
             f"| **{r['ratio']:.2f}x** | {r['cpu_ratio']:.2f}x | {r['p_fixed']:.2f} / {r['a_fixed']:.2f} s "
             f"| {r['p_step_ms']:.1f} / {r['a_step_ms']:.1f} ms{(' ' + per) if per else ''} "
             f"| {_tracking(r)} | {r['ratio_at_n']:.2f}x @ {r['project_n']} |")
-    notes = []
-    for r in rows:
-        if "tokens_s_packed" in r and r.get("loss_packed") is not None and r.get("loss_unpacked") is not None:
-            notes.append(f"Packing (plain TRL, variable-length rows of 10–250 tokens, batch 16): "
-                         f"{r['tokens_s_packed']:.0f} tokens/s packed vs {r['tokens_s_unpacked']:.0f} unpacked "
-                         f"(**{r['tokens_s_packed'] / r['tokens_s_unpacked']:.2f}x**; last logged loss "
-                         f"{r['loss_packed']:.3f} vs {r['loss_unpacked']:.3f}).")
+    notes = [packing_note(r) for r in rows if r.get("loss_packed") is not None and r.get("loss_unpacked") is not None]
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def packing_note(r: dict) -> str:
+    trl = (f" TRL's own packing (the `plain` column: padding-free, the batch flattened into one sequence, which "
+           f"without a varlen attention kernel gets one causal mask over all of it): "
+           f"{r['tokens_s_trl']:.0f} tokens/s, loss {r['loss_trl']:.3f}." if r.get("loss_trl") is not None else "")
+    lo, mean, hi = r["varlen_lengths"]
+    return (f"Packing (`packing: true` vs `false`, alignpipe, tracking on, the same variable-length examples of "
+            f"{lo}–{hi} tokens, mean {mean:.0f}, truncated to {PACKED_LENGTH}; {r['steps']} steps of about equal "
+            f"tokens: a batch of {PACKED_ROWS} packed rows of "
+            f"{PACKED_LENGTH} vs {r['unpacked_batch']} examples): {r['tokens_s_packed']:.0f} tokens/s packed vs {r['tokens_s_unpacked']:.0f} "
+            f"unpacked (**{r['tokens_s_packed'] / r['tokens_s_unpacked']:.2f}x** wall, "
+            f"{r['tokens_cpu_s_packed'] / r['tokens_cpu_s_unpacked']:.2f}x CPU); real tokens a step "
+            f"{r['tokens_step_packed']:.0f} vs {r['tokens_step_unpacked']:.0f}; loss over the last {LOGGING_STEPS} "
+            f"steps {r['loss_packed']:.3f} vs {r['loss_unpacked']:.3f}.{trl}")
 
 
 def _tracking(r: dict) -> str:
@@ -502,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update({
             "ALIGNPIPE_WORKDIR": str(root), "ALIGNPIPE_CACHE_DIR": str(root / "cache"),
             "ALIGNPIPE_CHECKPOINT_DIR": str(root / "ckpt"), "ALIGNPIPE_PROGRESS": "0",
+            "ALIGNPIPE_FORCE_RERUN": "1",  # every repetition trains: no reuse of an earlier repetition's output
             "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "bench",
             "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1",
             "HF_MLFLOW_LOG_ARTIFACTS": "0", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"})
