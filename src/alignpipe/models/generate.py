@@ -11,13 +11,21 @@ Both backends see what training saw and stop where a turn ends:
   (`stop_token_ids`): Llama-3 ends turns with `<|eot_id|>`, which is not its EOS;
 - sampling is temperature and top-p only, on both backends (`SAMPLING`): the model's own generation config
   (`top_k`, `repetition_penalty`, ...) is overridden, as TRL's GRPO rollouts do.
+
+`HFGenerator.generate_eval` is what evaluation runs: for each prompt its greedy answer, `n` samples and, when asked,
+per-token KL(model || reference) and entropy on the model's own temperature-1 samples, from ONE prefill of the
+prompt (its KV cache repeated for every row) and one batched decode of all rows (`decode`), with the reference fed
+the sampled tokens in lockstep. The greedy answers are those of `generate` (same prompt batches, same argmax over
+the same logits); samples draw from a `torch.Generator` seeded with `seed` (reproducible, not `generate`'s stream).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -119,6 +127,237 @@ class HFGenerator:
             tok.padding_side = side
             model.train(was_training)
         return out
+
+    def shares_prefill(self) -> bool:
+        """Whether `generate_eval` can decode this model (`decode` does what HF `generate` would): its generation
+        config sets nothing outside `DECODE_CONFIG_KEYS` (e.g. no `no_repeat_ngram_size`)."""
+        config = getattr(self.model, "generation_config", None)
+        if config is None:
+            return True
+        diff = config.to_diff_dict()
+        return set(diff) <= DECODE_CONFIG_KEYS and getattr(config, "num_beams", 1) in (None, 1)
+
+    @torch.no_grad()
+    def generate_eval(self, prompts: Sequence, n: int = 0, temperature: float = 1.0, max_new_tokens: int = 64,
+                      top_p: float = 1.0, seed: int = 0, greedy: bool = True, kl: bool = False,
+                      kl_reference=None) -> Generations:
+        """For each prompt, from one prefill and one batched decode (`decode`): its greedy answer (`greedy`), `n`
+        samples at `temperature` / `top_p` and, with `kl`, per-token KL(model || `kl_reference`) and entropy on
+        the model's temperature-1 samples — the `n` samples when `temperature` is 1 and `top_p` 1, else one more
+        row per prompt sampled at temperature 1. `kl_reference` None or this generator's model: KL 0.
+
+        Prompts go in batches of `batch_size` (the same batches as `generate`, so the greedy answers are the same);
+        each batch decodes prompts x rows at once. Samples come from a generator seeded with `seed`: the same
+        arguments give the same samples."""
+        tok, model = self.tokenizer, self.model
+        rows: list[tuple[float, float]] = ([(0.0, 1.0)] if greedy else []) + [(temperature, top_p)] * n
+        kl_rows: list[int] = []
+        if kl:
+            if n and temperature == 1.0 and top_p == 1.0:
+                kl_rows = list(range(len(rows) - n, len(rows)))
+            else:
+                kl_rows = [len(rows)]
+                rows.append((1.0, 1.0))
+        if not rows:
+            raise ValueError("generate_eval: nothing to generate (greedy=False, n=0, kl=False)")
+        was_training = model.training
+        model.eval()
+        ref_modes = None
+        if kl_reference is not None and kl_reference is not model:
+            ref_modes = kl_reference.training
+            kl_reference.eval()
+        side = tok.padding_side
+        tok.padding_side = "left"
+        encoded = self.encode_many(prompts)
+        stops = stop_token_ids(getattr(model, "generation_config", None), tok)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+        penalty = getattr(getattr(model, "generation_config", None), "repetition_penalty", None) or 1.0
+        device = next(model.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        result = Generations(greedy=[] if greedy else None, samples=[],
+                             kl=[] if kl else None, entropy=[] if kl else None)
+        first_sample = 1 if greedy else 0
+        try:
+            for i in range(0, len(encoded), self.batch_size):
+                chunk = encoded[i:i + self.batch_size]
+                enc = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt").to(device)
+                out, kls, ents, scored = decode(
+                    model, enc["input_ids"], enc["attention_mask"], len(rows), [t for t, _ in rows],
+                    [p for _, p in rows], max_new_tokens, stops, pad_id, gen, penalty, kl_reference, kl_rows)
+                texts = [t.strip() for t in tok.batch_decode(out.cpu(), skip_special_tokens=True)]
+                for j in range(len(chunk)):
+                    mine = texts[j * len(rows):(j + 1) * len(rows)]
+                    if greedy:
+                        result.greedy.append(mine[0])
+                    result.samples.append(mine[first_sample:first_sample + n])
+                if kls is not None:
+                    kls, ents, scored = kls.cpu(), ents.cpu(), scored.cpu()
+                    k = len(kl_rows)
+                    for j in range(len(chunk)):
+                        result.kl.append([kls[r][scored[r]].tolist() for r in range(j * k, (j + 1) * k)])
+                        result.entropy.append([ents[r][scored[r]].tolist() for r in range(j * k, (j + 1) * k)])
+        finally:
+            tok.padding_side = side
+            model.train(was_training)
+            if ref_modes is not None:
+                kl_reference.train(ref_modes)
+        return result
+
+
+#: Generation-config keys `decode` honours as HF `generate` does with `HFGenerator`'s arguments: ids, caching and
+#: output flags, the sampling knobs every call overrides, and `repetition_penalty` (which `generate` applies to greedy
+#: decoding). A model whose generation config sets anything else (no_repeat_ngram_size, suppress_tokens,
+#: min_new_tokens, ...) is decoded by `generate` (`HFGenerator.shares_prefill` is False).
+DECODE_CONFIG_KEYS = frozenset({
+    "_from_model_config", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id",
+    "decoder_start_token_id", "use_cache", "output_attentions", "output_hidden_states", "output_scores",
+    "output_logits", "return_dict_in_generate", "max_length", "max_new_tokens", "num_return_sequences",
+    "do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "length_penalty", "early_stopping"})
+
+
+@dataclass
+class Generations:
+    """Per prompt: the greedy answer (None when not asked for), `n` samples, and for each KL sample (the `n`
+    samples when drawn at temperature 1, else one more sample at temperature 1) the per-token KL(model ||
+    reference) and the model's entropy over the tokens it sampled before stopping (the stop token not scored)."""
+
+    greedy: list[str] | None
+    samples: list[list[str]]
+    kl: list[list[list[float]]] | None = None
+    entropy: list[list[list[float]]] | None = None
+
+
+def _cache_kwarg(model) -> str:
+    """The forward argument a KV cache goes in: `cache` (transformers >= 5.2x), earlier `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _next_logits(model, input_ids, attention_mask, position_ids, cache, cache_kw: str) -> torch.Tensor:
+    """The float logits of each row's next token, the KV cache extended in place."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1, **{cache_kw: cache})
+    return out.logits[:, -1].float()
+
+
+def top_p_filter(scores: torch.Tensor, top_p: float | torch.Tensor) -> torch.Tensor:
+    """HF's `TopPLogitsWarper`: keep the smallest set of tokens whose probability sums to >= top_p (at least one);
+    `top_p` one value or one per row."""
+    sorted_logits, sorted_idx = torch.sort(scores, descending=False)
+    threshold = 1 - top_p[:, None] if isinstance(top_p, torch.Tensor) else 1 - top_p
+    remove = sorted_logits.softmax(-1).cumsum(-1) <= threshold
+    remove[..., -1:] = False
+    return scores.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
+
+
+def repetition_penalize(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """HF's `RepetitionPenaltyLogitsProcessor`: every token already in the row (prompt, padding included) has its
+    logit divided by `penalty` (multiplied when negative)."""
+    picked = torch.gather(scores, 1, seen)
+    picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+    return scores.scatter(1, seen, picked)
+
+
+def _kl_entropy(logits: torch.Tensor, ref_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: KL(softmax(logits) || softmax(ref_logits)) and the entropy of softmax(logits)
+    (`alignpipe.evaluation.metrics.token_kl_entropy`, which teacher-forced scoring uses)."""
+    logp = torch.log_softmax(logits, -1)
+    p = logp.exp()
+    if ref_logits is logits:  # the model against itself: KL 0 exactly
+        return torch.zeros(logits.shape[0], device=logits.device), -(p * logp).sum(-1)
+    logq = torch.log_softmax(ref_logits, -1)
+    return (p * (logp - logq)).sum(-1).clamp_min(0.0), -(p * logp).sum(-1)
+
+
+@torch.no_grad()
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows_per_prompt: int,
+           temperatures: Sequence[float], top_ps: Sequence[float], max_new_tokens: int, stop_ids: Sequence[int],
+           pad_id: int, generator: torch.Generator | None = None, repetition_penalty: float = 1.0,
+           reference=None, kl_rows: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                 torch.Tensor | None, torch.Tensor | None]:
+    """Decode `rows_per_prompt` rows for each left-padded prompt from one prefill: the prompt's KV cache is
+    repeated for its rows, then all rows decode together, one token a step, until every row has stopped.
+
+    Row r of a prompt (r < rows_per_prompt) decodes greedily when `temperatures[r]` is 0, else samples at that
+    temperature and `top_ps[r]` (from `generator`); `repetition_penalty` applies to the greedy rows (HF `generate`
+    applies the model's to greedy decoding). For the rows `kl_rows` (indices r), the model's logits at each step
+    are compared with `reference`'s on the same tokens (its own prefill and cache, fed the sampled tokens in
+    lockstep; `reference` = `model` or None: KL 0, entropy only).
+
+    Returns (tokens [N, T] with `pad_id` after a row's stop token, N = prompts x rows_per_prompt; kl and entropy
+    [P x len(kl_rows), T]; scored [same], True for the tokens sampled before the row stopped) — the last three None
+    without `kl_rows`."""
+    device = input_ids.device
+    R, N = rows_per_prompt, input_ids.shape[0] * rows_per_prompt
+    cache_kw = _cache_kwarg(model)
+    from transformers import DynamicCache
+
+    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    position = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    logits = _next_logits(model, input_ids, attention_mask, position, cache, cache_kw)
+    temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device).repeat(input_ids.shape[0])
+    greedy = temps == 0
+    sampled = (~greedy).nonzero().squeeze(-1)
+    tops = torch.tensor(list(top_ps), dtype=torch.float32, device=device).repeat(input_ids.shape[0])[sampled]
+    filter_top_p = bool((tops < 1.0).any())
+    if R > 1:
+        cache.batch_repeat_interleave(R)
+        logits = logits.repeat_interleave(R, 0)
+    mask = attention_mask.repeat_interleave(R, 0)
+    last = position[:, -1:].repeat_interleave(R, 0)
+    seen = input_ids.repeat_interleave(R, 0) if repetition_penalty != 1.0 and bool(greedy.any()) else None
+
+    kl_idx = None
+    ref_logits = ref_cache = None
+    if kl_rows:
+        kl_idx = (torch.arange(input_ids.shape[0], device=device)[:, None] * R
+                  + torch.tensor(list(kl_rows), device=device)[None, :]).reshape(-1)
+        if reference is not None and reference is not model:
+            ref_cache = DynamicCache(config=reference.config)
+            ref_kw = _cache_kwarg(reference)
+            ref_logits = _next_logits(reference, input_ids, attention_mask, position, ref_cache, ref_kw)
+            if len(kl_rows) > 1:
+                ref_cache.batch_repeat_interleave(len(kl_rows))
+                ref_logits = ref_logits.repeat_interleave(len(kl_rows), 0)
+    done = torch.zeros(N, dtype=torch.bool, device=device)
+    tokens, kls, ents, scored = [], [], [], []
+    pad = torch.tensor(pad_id, dtype=torch.long, device=device)
+    for step in range(max_new_tokens):
+        nxt = torch.empty(N, dtype=torch.long, device=device)
+        if bool(greedy.any()):
+            g = logits[greedy]
+            if seen is not None:
+                g = repetition_penalize(g, seen[greedy], repetition_penalty)
+            nxt[greedy] = g.argmax(-1)
+        if sampled.numel():
+            scores = logits[sampled] / temps[sampled, None]
+            if filter_top_p:
+                scores = torch.where(tops[:, None] < 1.0, top_p_filter(scores, tops), scores)
+            nxt[sampled] = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
+        nxt = torch.where(done, pad, nxt)
+        stopped = torch.isin(nxt, stops)
+        if kl_idx is not None:
+            own = logits[kl_idx]
+            kl, ent = _kl_entropy(own, own if ref_logits is None else ref_logits)
+            kls.append(kl)
+            ents.append(ent)
+            scored.append(~(done[kl_idx] | stopped[kl_idx]))
+        tokens.append(nxt)
+        done = done | stopped
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(N, 1)], 1)
+        last = last + 1
+        if seen is not None:
+            seen = torch.cat([seen, nxt[:, None]], 1)
+        logits = _next_logits(model, nxt[:, None], mask, last, cache, cache_kw)
+        if ref_cache is not None:
+            ref_logits = _next_logits(reference, nxt[kl_idx, None], mask[kl_idx], last[kl_idx], ref_cache, ref_kw)
+    out = torch.stack(tokens, 1)
+    if kl_idx is None:
+        return out, None, None, None
+    return out, torch.stack(kls, 1), torch.stack(ents, 1), torch.stack(scored, 1)
 
 
 class VLLMGenerator:

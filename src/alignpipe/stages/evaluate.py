@@ -24,8 +24,12 @@ Per model (each metric is observed per prompt, so every one gets a bootstrap CI 
 Deltas: every model against the baseline (default: the first model) and against the model listed
 before it, with a paired percentile bootstrap CI (the same resampled prompts for both models).
 
-Generation goes through `alignpipe.models.generate` (vLLM when installed and a GPU is present); KL and
-entropy use HF forward passes.
+Generation goes through `alignpipe.models.generate` (vLLM when installed and a GPU is present). On HF, one call
+per model (`HFGenerator.generate_eval`) prefills each prompt once and decodes its greedy answer, its samples and
+(with `kl`) the KL reference's logits on the same tokens in one batched decode, so greedy decoding, pass@k / maj@k
+and KL share the prompt's forward pass and KL needs no second pass over the samples. With vLLM (or a generation
+config `decode` does not reproduce), greedy answers, samples and the KL samples are separate `generate` calls and
+KL and entropy are teacher-forced HF forward passes (`evaluation.scoring`).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from alignpipe import models, rewards, tracking
 from alignpipe.config import EvaluateConfig
 from alignpipe.evaluation import metrics as M
-from alignpipe.models.generate import make_generator
+from alignpipe.models.generate import Generations, make_generator
 from alignpipe.rewards.text import completion_text
 from alignpipe.stages.common import StageResult, Timer, base_lineage, load_data
 
@@ -78,14 +84,58 @@ def _nan(v) -> float:
     return float("nan") if v is None else float(v)
 
 
+@dataclass
+class KLSpec:
+    """KL(model || reference): `reference` the reference model (None: the model is its own reference, KL 0);
+    `load_candidate` loads the model as an HF causal LM for generators that hold none (vLLM)."""
+
+    reference: object | None
+    load_candidate: Callable[[], object]
+
+
+def generations(generator, prompts: list, cfg: EvaluateConfig, greedy_only: bool = False,
+                kl: KLSpec | None = None) -> Generations:
+    """The greedy answers, `n` samples per prompt when k > 1, and KL/entropy on temperature-1 samples with `kl`:
+    one shared-prefill decode on HF (`HFGenerator.generate_eval`), else separate `generate` calls and
+    teacher-forced scoring."""
+    n = max(cfg.n or cfg.k, cfg.k) if cfg.k > 1 and not greedy_only else 0
+    want_kl = kl is not None and not greedy_only
+    shares = getattr(generator, "shares_prefill", None)
+    if callable(shares) and shares():
+        return generator.generate_eval(prompts, n=n, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                       seed=cfg.seed + 1, greedy=True, kl=want_kl,
+                                       kl_reference=kl.reference if want_kl else None)
+    greedy = [o[0] for o in generator.generate(prompts, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+                                               seed=cfg.seed)]
+    samples = (generator.generate(prompts, n=n, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                  seed=cfg.seed + 1) if n else [[] for _ in prompts])
+    out = Generations(greedy=greedy, samples=samples)
+    if want_kl:
+        from alignpipe.evaluation.scoring import kl_entropy
+
+        kl_samples = samples if n and cfg.temperature == 1.0 else generator.generate(
+            prompts, n=1, temperature=1.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 2)
+        candidate = getattr(generator, "model", None)
+        if candidate is None:
+            candidate = _to_device(kl.load_candidate())
+        # the reference itself (e.g. the base model): one forward pass, KL 0
+        out.kl, out.entropy = kl_entropy(candidate, candidate if kl.reference is None else kl.reference,
+                                         generator.tokenizer, prompts, kl_samples, batch_size=cfg.batch_size)
+    return out
+
+
+def _token_ids(tok, texts: list[str]) -> list[list[int]]:
+    return list(tok(texts, add_special_tokens=False)["input_ids"]) if texts else []
+
+
 def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=None,
-                   greedy_only: bool = False) -> ModelEval:
+                   greedy_only: bool = False, kl: KLSpec | None = None) -> ModelEval:
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
     ev = ModelEval()
     pp = ev.per_prompt
-    greedy = [o[0] for o in generator.generate(prompts, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
-                                               seed=cfg.seed)]
+    gens = generations(generator, prompts, cfg, greedy_only, kl)
+    greedy = gens.greedy
     scored = rewards.score(funcs, weights, prompts, greedy, **columns)
     correct = _correct(scored, weights)
     pp["accuracy"] = M.Ratio.mean(correct)
@@ -96,7 +146,7 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
     if greedy_only:
         return ev
     tok = generator.tokenizer
-    lengths = [len(tok(a, add_special_tokens=False)["input_ids"]) for a in greedy]
+    lengths = [len(ids) for ids in _token_ids(tok, greedy)]
     pp["response_length"] = M.Ratio.mean(lengths)
     pp["accuracy_per_1k_tokens"] = M.Ratio(correct, lengths, scale=1000.0)
     pp["tokens_to_correct"] = M.Ratio([n * c for n, c in zip(lengths, correct)], correct)
@@ -107,8 +157,7 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
     answers_for_diversity = greedy
     n = max(cfg.n or cfg.k, cfg.k)
     if cfg.k > 1:
-        samples = generator.generate(prompts, n=n, temperature=cfg.temperature,
-                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1)
+        samples = gens.samples
         flat = [s for outs in samples for s in outs]
         flat_cols = {c: [v for v in vals for _ in range(n)] for c, vals in columns.items()}
         flat_prompts = [p for p in prompts for _ in range(n)]
@@ -123,11 +172,11 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
         pp[f"maj@{cfg.k}"] = M.Ratio.mean([math.nan if s else M.maj_at_k(a, c, cfg.k)
                                            for s, a, c in zip(skip, canon, per_prompt)])
         answers_for_diversity = flat
-        if cfg.temperature == 1.0:
-            ev.samples = samples
-    token_lists = [tok(a, add_special_tokens=False)["input_ids"] for a in answers_for_diversity]
+    token_lists = _token_ids(tok, answers_for_diversity)
     ev.corpus["distinct_1"] = distinct_n(token_lists, 1)
     ev.corpus["distinct_2"] = distinct_n(token_lists, 2)
+    if gens.kl is not None:
+        add_kl(ev, gens.kl, gens.entropy)
     if rm is not None:
         pp["rm_score"] = M.Ratio.mean(rm(prompts=prompts, completions=greedy))
     ev.examples = [{"prompt": completion_text(p) if not isinstance(p, str) else p, "answer": greedy[i],
@@ -137,14 +186,9 @@ def evaluate_model(generator, dataset, funcs, weights, cfg: EvaluateConfig, rm=N
     return ev
 
 
-def add_kl(ev: ModelEval, generator, candidate, reference, prompts: list, cfg: EvaluateConfig) -> None:
-    """KL(candidate || reference) per token and per sequence, and the candidate's entropy, on its own
-    samples at temperature 1 (the k samples when drawn at temperature 1, else one sample per prompt)."""
-    from alignpipe.evaluation.scoring import kl_entropy
-
-    samples = ev.samples or generator.generate(prompts, n=1, temperature=1.0, max_new_tokens=cfg.max_new_tokens,
-                                               seed=cfg.seed + 2)
-    kl, ent = kl_entropy(candidate, reference, generator.tokenizer, prompts, samples, batch_size=cfg.batch_size)
+def add_kl(ev: ModelEval, kl: list[list[list[float]]], ent: list[list[list[float]]]) -> None:
+    """KL(candidate || reference) per token and per sequence, and the candidate's entropy, from per-prompt,
+    per-sample, per-token values on its own temperature-1 samples."""
     tokens = [float(sum(len(s) for s in seqs)) for seqs in kl]
     ev.per_prompt["kl_per_token"] = M.Ratio([sum(sum(s) for s in seqs) for seqs in kl], tokens)
     ev.per_prompt["kl_per_sequence"] = M.Ratio.mean([M.kl_summary(seqs)["kl_per_sequence"] for seqs in kl])
@@ -238,18 +282,15 @@ def run(cfg: EvaluateConfig) -> StageResult:
         if cfg.kl:
             reference, _ = models.load_policy(_reference_uri(cfg, baseline), trust_remote_code=cfg.trust_remote_code)
             reference = _to_device(reference)
-        prompts = list(dataset["prompt"])
         for name, uri in cfg.models.items():
             generator = make_generator(uri, cfg.backend, cfg.batch_size, cfg.trust_remote_code)
-            ev = evaluate_model(generator, dataset, funcs, weights, cfg, rm)
+            kl = None
             if reference is not None:
-                candidate = getattr(generator, "model", None)
-                if candidate is None:
-                    candidate = _to_device(models.load_policy(uri, trust_remote_code=cfg.trust_remote_code)[0])
-                # the reference itself (e.g. the base model): one forward pass, KL 0
+                # the reference itself (e.g. the base model): no reference pass, KL 0
                 same = uri == _reference_uri(cfg, baseline)
-                add_kl(ev, generator, candidate, candidate if same else reference, prompts, cfg)
-                del candidate
+                kl = KLSpec(None if same else reference,
+                            lambda uri=uri: models.load_policy(uri, trust_remote_code=cfg.trust_remote_code)[0])
+            ev = evaluate_model(generator, dataset, funcs, weights, cfg, rm, kl=kl)
             for set_name, (ds, _) in forgetting.items():
                 fev = evaluate_model(generator, ds, funcs, weights, cfg, None, greedy_only=True)
                 ev.per_prompt.update({f"forgetting/{set_name}/{k}": v for k, v in fev.per_prompt.items()})
