@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("ALIGNPIPE_STATE_URI", str(OUT / "state"))
+    os.environ["ALIGNPIPE_FORCE_RERUN"] = "1"  # a bench trains: never reuse an earlier run's output (alignpipe.reuse)
     OUT.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         path = OUT / (f"quick-{seed}.json" if args.quick else f"seed-{seed}.json")
