@@ -273,9 +273,10 @@ def table(sft_acc: float, n_eval: int, tp: dict, step_recs: list[dict], time_rec
              f"threads 1 each; {load}; {total_s / 60:.0f} min in all). Demo task, operands 0..30; start: the demo "
              f"SFT model (SFT stopped at 30% greedy accuracy on 256 training problems), held-out greedy accuracy "
              f"**{sft_acc:.3f}** on the {n_eval} held-out problems (one problem = {100 / n_eval:.1f} points). Every "
-             f"RL run has the demo preset's RL settings: {BATCH // K} prompts x {K} completions per step, "
-             f"{GEN['max_new_tokens']} new tokens, temperature {GEN['temperature']}, lr {LR:g} constant, no KL, "
-             f"token-mean (DAPO) loss, group-scaled advantages, exact-match reward; seeds "
+             f"RL run has the demo preset's RL settings but a shorter budget at a higher lr (the demo: 300 steps at "
+             f"lr 3e-5): {BATCH // K} prompts x {K} completions per step, {GEN['max_new_tokens']} new tokens, "
+             f"temperature {GEN['temperature']}, lr {LR:g} constant, no KL, token-mean (DAPO) loss, group-scaled "
+             f"advantages, exact-match reward; seeds "
              f"{', '.join(map(str, seeds))}; medians.", ""]
     if tp:
         lines += [f"**Throughput** (GRPO, {tp_steps} steps, {reps} pair{'s' if reps != 1 else ''} run side by side, medians, the algorithm "
