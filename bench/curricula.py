@@ -21,9 +21,13 @@ steps, with the RNG state set aside; evaluation time is not counted as training 
               (`hard`: held-out problems with difficulty >= 2, i.e. two or more carries: add2 and add3) and overall;
 - `mixture`   MoDoMoDo: `alignpipe mixture search` (proxy RL runs over candidate domain weightings, scored on the
               in-domain held-out split) proposes a mixture; RL with it vs the uniform baseline — accuracy on the
-              out-of-domain split (sub3).
+              out-of-domain split (sub3);
+- `dots-sampler`, `dots-replay`  DOTS's two parts alone (difficulty_target without replay; replay with uniform),
+              listed in the table as ablations.
 
     .venv/bin/python bench/curricula.py sec dots relift mixture --seeds 0 1 2   # the README table
+    .venv/bin/python bench/curricula.py dots relift sec mixture dots-sampler dots-replay --seeds 0 --sft-seed 0 \
+        --sft-steps 1200 --lr 1e-4 --dots-gain 0.03 --json out/bench/curricula-s0.json   # (and s1, s2: as run)
     .venv/bin/python bench/curricula.py sec dots relift mixture --seeds 0 --quick  # a smoke run of the script
     .venv/bin/python bench/curricula.py --merge out/bench/curricula-s0.json out/bench/curricula-s1.json ...
 
@@ -214,13 +218,22 @@ def search_mixture(seed: int, files: dict[str, str], model: str, lr: float, cand
 
 
 # ---- the table ------------------------------------------------------------------------------------------------
-def steps_to(curve: list[dict], threshold: float, key: str = "all") -> tuple[float, float]:
-    """(rollout steps, training seconds) at the first evaluation whose accuracy reaches `threshold`; (inf, inf)
-    when none does."""
+#: Prompts per rollout step and completions per prompt of every arm (rl_config).
+PROMPTS, K = 8, 8
+
+
+def generated(point: dict) -> float:
+    """Completions generated up to an evaluation point (replayed groups are not generated again)."""
+    return float((point["step"] * PROMPTS - point.get("replay_replayed_total", 0)) * K)
+
+
+def steps_to(curve: list[dict], threshold: float, key: str = "all") -> tuple[float, float, float]:
+    """(rollout steps, training seconds, completions generated) at the first evaluation whose accuracy reaches
+    `threshold` (replayed groups are not generated again); (inf, inf, inf) when none does."""
     for p in curve:
         if p["acc"][key] >= threshold - 1e-9:
-            return float(p["step"]), float(p["train_s"])
-    return math.inf, math.inf
+            return float(p["step"]), float(p["train_s"]), generated(p)
+    return math.inf, math.inf, math.inf
 
 
 def _median(vals: list[float]) -> float:
@@ -271,11 +284,13 @@ def table(results: dict) -> str:
         label = "DOTS: difficulty_target + replay vs uniform"
         row(label, f"rollout steps to held-out `all` >= start + {s['dots_gain']:.2f} (evaluated every "
             f"{s['eval_every']})", [x[0] for x in a], [x[0] for x in b], 0, pts=False)
-        row(label, "training seconds to the same", [x[1] for x in a], [x[1] for x in b], 0, pts=False)
+        row(label, "completions generated to the same", [x[2] for x in a], [x[2] for x in b], 0, pts=False)
+        row(label, "training seconds to the same (arms ran at different times: load differs)", [x[1] for x in a],
+            [x[1] for x in b], 0, pts=False)
         row(label, f"held-out `all` after {steps} steps", [o["final"]["all"] for o in ours],
             [x["final"]["all"] for x in base])
-        row(label, "training seconds for all steps", [o["train_s"] for o in ours], [x["train_s"] for x in base], 0,
-            pts=False)
+        row(label, f"completions generated in {steps} steps", [generated(o["curve"][-1]) for o in ours],
+            [generated(x["curve"][-1]) for x in base], 0, pts=False)
     for arm, what in ABLATIONS.items():
         if all(arm in r["runs"] for r in seeds) and all("dots" in r["runs"] for r in seeds):
             ours = [r["runs"][arm] for r in seeds]
@@ -340,7 +355,7 @@ def merge(paths: list[str], out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("kinds", nargs="*", choices=KINDS)
+    p.add_argument("kinds", nargs="*", help="any of: " + ", ".join(KINDS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rl-steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-4, help="RL learning rate")
@@ -366,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         results = merge(args.merge, args.json)
         print(settings_line(results["settings"]) + "\n\n" + table(results))
         return 0
-    if not args.kinds:
-        p.error("name at least one of: " + ", ".join(KINDS))
+    if not args.kinds or set(args.kinds) - set(KINDS):
+        p.error(f"kinds: {' '.join(args.kinds) or '(none)'}: name one or more of: " + ", ".join(KINDS))
     if args.quick:
         args.rl_steps, args.eval_limit, args.candidates, args.proxy_steps = min(args.rl_steps, 4), 30, 3, 2
         args.sft_steps, args.sft_stop, args.eval_every = 5, 0.0, 2

@@ -24,9 +24,11 @@ def test_accuracy_table_splits_by_domain_difficulty_and_hard_bucket():
 def test_steps_to_threshold_first_checkpoint_reaching_it():
     curve = [{"step": 20, "train_s": 10.0, "acc": {"all": 0.30}}, {"step": 40, "train_s": 21.0, "acc": {"all": 0.36}},
              {"step": 60, "train_s": 33.0, "acc": {"all": 0.34}}]
-    assert curricula.steps_to(curve, 0.35) == (40.0, 21.0)
-    assert curricula.steps_to(curve, 0.30) == (20.0, 10.0)
-    assert curricula.steps_to(curve, 0.40) == (math.inf, math.inf)
+    assert curricula.steps_to(curve, 0.35) == (40.0, 21.0, 40 * 8 * 8)
+    assert curricula.steps_to(curve, 0.30) == (20.0, 10.0, 20 * 8 * 8)
+    assert curricula.steps_to(curve, 0.40) == (math.inf, math.inf, math.inf)
+    replayed = [{**p, "replay_replayed_total": 2 * p["step"] - 2} for p in curve]  # 2 of 8 groups replayed per step
+    assert curricula.steps_to(replayed, 0.35)[2] == (40 * 8 - 78) * 8
 
 
 def _seed(seed, uniform_final, dots_curve, relift_hard):
