@@ -131,6 +131,8 @@ class HFGenerator:
     def shares_prefill(self) -> bool:
         """Whether `generate_eval` can decode this model (`decode` does what HF `generate` would): its generation
         config sets nothing outside `DECODE_CONFIG_KEYS` (e.g. no `no_repeat_ngram_size`)."""
+        if getattr(getattr(self.model, "config", None), "is_encoder_decoder", False):
+            return False
         config = getattr(self.model, "generation_config", None)
         if config is None:
             return True
@@ -227,16 +229,20 @@ class Generations:
     entropy: list[list[list[float]]] | None = None
 
 
-def _cache_kwarg(model) -> str:
-    """The forward argument a KV cache goes in: `cache` (transformers >= 5.2x), earlier `past_key_values`."""
+def _forward_kwargs(model) -> tuple[str, dict]:
+    """(the forward argument a KV cache goes in: `cache` in recent transformers, else `past_key_values`; extra
+    arguments: `logits_to_keep=1` where the model takes it, so that the prefill computes one row of logits)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    params = inspect.signature(base.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), ({"logits_to_keep": 1} if "logits_to_keep" in params
+                                                                  else {})
 
 
-def _next_logits(model, input_ids, attention_mask, position_ids, cache, cache_kw: str) -> torch.Tensor:
+def _next_logits(model, input_ids, attention_mask, position_ids, cache, kwargs: tuple[str, dict]) -> torch.Tensor:
     """The float logits of each row's next token, the KV cache extended in place."""
+    cache_kw, extra = kwargs
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                logits_to_keep=1, **{cache_kw: cache})
+                **extra, **{cache_kw: cache})
     return out.logits[:, -1].float()
 
 
@@ -289,13 +295,13 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows_pe
     without `kl_rows`."""
     device = input_ids.device
     R, N = rows_per_prompt, input_ids.shape[0] * rows_per_prompt
-    cache_kw = _cache_kwarg(model)
+    fwd = _forward_kwargs(model)
     from transformers import DynamicCache
 
     stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     position = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     cache = DynamicCache(config=model.config)
-    logits = _next_logits(model, input_ids, attention_mask, position, cache, cache_kw)
+    logits = _next_logits(model, input_ids, attention_mask, position, cache, fwd)
     temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device).repeat(input_ids.shape[0])
     greedy = temps == 0
     sampled = (~greedy).nonzero().squeeze(-1)
@@ -315,7 +321,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows_pe
                   + torch.tensor(list(kl_rows), device=device)[None, :]).reshape(-1)
         if reference is not None and reference is not model:
             ref_cache = DynamicCache(config=reference.config)
-            ref_kw = _cache_kwarg(reference)
+            ref_kw = _forward_kwargs(reference)
             ref_logits = _next_logits(reference, input_ids, attention_mask, position, ref_cache, ref_kw)
             if len(kl_rows) > 1:
                 ref_cache.batch_repeat_interleave(len(kl_rows))
@@ -351,7 +357,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows_pe
         last = last + 1
         if seen is not None:
             seen = torch.cat([seen, nxt[:, None]], 1)
-        logits = _next_logits(model, nxt[:, None], mask, last, cache, cache_kw)
+        logits = _next_logits(model, nxt[:, None], mask, last, cache, fwd)
         if ref_cache is not None:
             ref_logits = _next_logits(reference, nxt[kl_idx, None], mask[kl_idx], last[kl_idx], ref_cache, ref_kw)
     out = torch.stack(tokens, 1)
