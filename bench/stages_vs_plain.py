@@ -16,7 +16,7 @@ per-step part (train / steps). The ratio is plain / alignpipe wall time (1.0 = a
 for alignpipe); "at N steps" projects both from their fixed and per-step medians.
 
     .venv/bin/python bench/stages_vs_plain.py              # full: every stage, 3 repetitions; rewrites the
-                                                            # table in docs/development.md
+                                                            # table in README.md (section Speed)
     .venv/bin/python bench/stages_vs_plain.py --quick      # a smoke test: a few steps, 1 repetition, no doc write
     .venv/bin/python bench/stages_vs_plain.py --only sft grpo --profile out/prof   # + a cProfile per variant
 """
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "development.md"
+DOC = ROOT / "README.md"
 BEGIN, END = "<!-- bench:stages_vs_plain:begin -->", "<!-- bench:stages_vs_plain:end -->"
 
 LOGGING_STEPS = 10
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", choices=list(STEPS), help="stages to run (default: all)")
     ap.add_argument("--steps", type=int, default=None, help="override the step count of every stage")
     ap.add_argument("--profile", type=Path, default=None, help="write a cProfile of each variant's first repetition here")
-    ap.add_argument("--no-write", action="store_true", help="do not rewrite the table in docs/development.md")
+    ap.add_argument("--no-write", action="store_true", help="do not rewrite the table in README.md")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = ap.parse_args(argv)
