@@ -69,16 +69,21 @@ def _patch_timers() -> None:
             TIMES["train"] += time.perf_counter() - t
             TIMES["train_cpu"] += time.process_time() - c
 
-    def timed_generate(self, *a, **k):
+    def timed_generate(self, *a, _run=None, **k):
         t, c = time.perf_counter(), time.process_time()
         try:
-            return generate(self, *a, **k)
+            return (_run or generate)(self, *a, **k)
         finally:
             TIMES["generate"] += time.perf_counter() - t
             TIMES["generate_cpu"] += time.process_time() - c
 
     transformers.Trainer.train = timed_train
     GenerationMixin.generate = timed_generate
+
+    from alignpipe.models import generate as gen_module  # evaluate decodes with its own loop (generate_eval)
+
+    decode = gen_module.decode
+    gen_module.decode = lambda model, *a, **k: timed_generate(model, *a, _run=decode, **k)
 
 
 # --------------------------------------------------------------------------------------------------
