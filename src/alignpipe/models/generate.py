@@ -24,7 +24,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -103,15 +104,11 @@ class HFGenerator:
     def generate(self, prompts: Sequence, n: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
                  top_p: float = 1.0, seed: int = 0) -> list[list[str]]:
         tok, model = self.tokenizer, self.model
-        was_training = model.training
-        model.eval()
-        side = tok.padding_side
-        tok.padding_side = "left"
-        encoded = self.encode_many(prompts)
-        stops = stop_token_ids(getattr(model, "generation_config", None), tok)
-        out: list[list[str]] = []
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        try:
+        with self._decoding():
+            encoded = self.encode_many(prompts)
+            stops = stop_token_ids(getattr(model, "generation_config", None), tok)
+            out: list[list[str]] = []
+            gen = torch.Generator(device="cpu").manual_seed(seed)
             for i in range(0, len(encoded), self.batch_size):
                 chunk = encoded[i:i + self.batch_size]
                 enc = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt").to(model.device)
@@ -123,10 +120,24 @@ class HFGenerator:
                 completions = tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
                 for j in range(len(chunk)):
                     out.append([c.strip() for c in completions[j * n:(j + 1) * n]])
+        return out
+
+    @contextmanager
+    def _decoding(self, *others) -> Iterator[None]:
+        """Left padding and eval mode (this generator's model and `others`) for the block; each put back after."""
+        tok = self.tokenizer
+        models = [self.model] + [m for m in others if m is not None and m is not self.model]
+        modes = [m.training for m in models]
+        side = tok.padding_side
+        tok.padding_side = "left"
+        for m in models:
+            m.eval()
+        try:
+            yield
         finally:
             tok.padding_side = side
-            model.train(was_training)
-        return out
+            for m, mode in zip(models, modes):
+                m.train(mode)
 
     def shares_prefill(self) -> bool:
         """Whether `generate_eval` can decode this model (`decode` does what HF `generate` would): its generation
@@ -162,24 +173,16 @@ class HFGenerator:
                 rows.append((1.0, 1.0))
         if not rows:
             raise ValueError("generate_eval: nothing to generate (greedy=False, n=0, kl=False)")
-        was_training = model.training
-        model.eval()
-        ref_modes = None
-        if kl_reference is not None and kl_reference is not model:
-            ref_modes = kl_reference.training
-            kl_reference.eval()
-        side = tok.padding_side
-        tok.padding_side = "left"
-        encoded = self.encode_many(prompts)
-        stops = stop_token_ids(getattr(model, "generation_config", None), tok)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
-        penalty = getattr(getattr(model, "generation_config", None), "repetition_penalty", None) or 1.0
-        device = next(model.parameters()).device
-        gen = torch.Generator(device=device).manual_seed(seed)
-        result = Generations(greedy=[] if greedy else None, samples=[],
-                             kl=[] if kl else None, entropy=[] if kl else None)
-        first_sample = 1 if greedy else 0
-        try:
+        with self._decoding(kl_reference):
+            encoded = self.encode_many(prompts)
+            stops = stop_token_ids(getattr(model, "generation_config", None), tok)
+            pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+            penalty = getattr(getattr(model, "generation_config", None), "repetition_penalty", None) or 1.0
+            device = next(model.parameters()).device
+            gen = torch.Generator(device=device).manual_seed(seed)
+            result = Generations(greedy=[] if greedy else None, samples=[],
+                                 kl=[] if kl else None, entropy=[] if kl else None)
+            first_sample = 1 if greedy else 0
             for i in range(0, len(encoded), self.batch_size):
                 chunk = encoded[i:i + self.batch_size]
                 enc = tok.pad({"input_ids": chunk}, padding=True, return_tensors="pt").to(device)
@@ -198,11 +201,6 @@ class HFGenerator:
                     for j in range(len(chunk)):
                         result.kl.append([kls[r][scored[r]].tolist() for r in range(j * k, (j + 1) * k)])
                         result.entropy.append([ents[r][scored[r]].tolist() for r in range(j * k, (j + 1) * k)])
-        finally:
-            tok.padding_side = side
-            model.train(was_training)
-            if ref_modes is not None:
-                kl_reference.train(ref_modes)
         return result
 
 
